@@ -1,0 +1,504 @@
+"""The chain export bundle: a JSON Lines file an auditor can verify with nothing else.
+
+Line 1 is a header, every further line one event, in seq order::
+
+    {"format": "isokron-chain-export", "version": 1, "workspace_id": ..., "tenant_id": ...,
+     "exported_at": ..., "event_count": N, "head_seq": ..., "head_hash": ...}
+    {"seq": 1, "event_id": ..., "tenant_id": ..., "actor_id": ..., "event_type": ...,
+     "occurred_at": ..., "occurred_at_us": ..., "payload_text": ... | null,
+     "payload_digest": hex, "prev_event_hash": hex, "this_event_hash": hex}
+
+Writing is streaming and atomic: events are spooled to an anonymous temporary file (the header
+needs the count and head, which are known only at the end), then header and events are written
+to a temporary file beside the target and renamed over it, so a crash never leaves half a file.
+Reading is streaming too and rejects malformed lines with a ChainError naming the line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+from isokron.chain.hashing import DIGEST_SIZE, ChainRecord, us_to_datetime
+from isokron.chain.verify import Checkpoint, Finding, VerifyReport, add_findings, verify_records
+from isokron.errors import ChainError
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_VERSION",
+    "BundleHeader",
+    "format_timestamp",
+    "read_bundle",
+    "record_to_dict",
+    "verify_bundle",
+    "write_bundle",
+]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "isokron-chain-export"
+BUNDLE_VERSION = 1
+
+BundleTarget = str | os.PathLike[str] | IO[bytes] | IO[str]
+BundleSource = str | os.PathLike[str] | IO[bytes]
+
+_COPY_BUFFER = 1 << 20
+_HASH_FIELDS = ("payload_digest", "prev_event_hash", "this_event_hash")
+_RECORD_FIELDS = (
+    "seq",
+    "event_id",
+    "tenant_id",
+    "actor_id",
+    "event_type",
+    "occurred_at",
+    "occurred_at_us",
+    "payload_text",
+    *_HASH_FIELDS,
+)
+_HEADER_FIELDS = (
+    "format",
+    "version",
+    "workspace_id",
+    "tenant_id",
+    "exported_at",
+    "event_count",
+    "head_seq",
+    "head_hash",
+)
+# The file is UTF-8; keeping non-ASCII text unescaped lets a person read the payloads.
+_json_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+@dataclass(frozen=True, slots=True)
+class BundleHeader:
+    """Line 1 of a bundle: whose chain it is, when it was exported, and what it should hold."""
+
+    workspace_id: str
+    tenant_id: UUID
+    exported_at: datetime
+    event_count: int
+    head_seq: int | None
+    head_hash: bytes | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the header line as a JSON-ready dict."""
+        return {
+            "format": BUNDLE_FORMAT,
+            "version": BUNDLE_VERSION,
+            "workspace_id": self.workspace_id,
+            "tenant_id": str(self.tenant_id),
+            "exported_at": _iso_utc(self.exported_at),
+            "event_count": self.event_count,
+            "head_seq": self.head_seq,
+            "head_hash": None if self.head_hash is None else self.head_hash.hex(),
+        }
+
+
+def _iso_utc(dt: datetime) -> str:
+    """ISO-8601 in UTC with microseconds and a ``Z`` suffix."""
+    if dt.tzinfo is None:
+        raise ChainError(f"timestamp must be timezone-aware, got naive {dt.isoformat()}")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def format_timestamp(occurred_at_us: int) -> str:
+    """Return the ``occurred_at`` text of a bundle line for microseconds since the epoch."""
+    return _iso_utc(us_to_datetime(occurred_at_us))
+
+
+def record_to_dict(record: ChainRecord) -> dict[str, Any]:
+    """Return one bundle event line as a JSON-ready dict (hashes as lowercase hex)."""
+    for name in _HASH_FIELDS:
+        value = getattr(record, name)
+        if not isinstance(value, bytes) or len(value) != DIGEST_SIZE:
+            raise ChainError(f"event seq {record.seq}: {name} must be {DIGEST_SIZE} bytes")
+    return {
+        "seq": record.seq,
+        "event_id": str(record.event_id),
+        "tenant_id": str(record.tenant_id),
+        "actor_id": str(record.actor_id),
+        "event_type": record.event_type,
+        "occurred_at": format_timestamp(record.occurred_at_us),
+        "occurred_at_us": record.occurred_at_us,
+        "payload_text": record.payload_text,
+        "payload_digest": record.payload_digest.hex(),
+        "prev_event_hash": record.prev_event_hash.hex(),
+        "this_event_hash": record.this_event_hash.hex(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _spool_events(
+    records: Iterable[ChainRecord], spool: IO[bytes]
+) -> tuple[int, int | None, bytes | None]:
+    """Write event lines to ``spool``; return (count, head_seq, head_hash)."""
+    count = 0
+    head_seq: int | None = None
+    head_hash: bytes | None = None
+    write = spool.write
+    for record in records:
+        write((_json_dumps(record_to_dict(record)) + "\n").encode("utf-8"))
+        count += 1
+        # The head is the highest seq, matching what the verifier reports.
+        if head_seq is None or record.seq > head_seq:
+            head_seq, head_hash = record.seq, record.this_event_hash
+    return count, head_seq, head_hash
+
+
+def _copy_out(header: BundleHeader, spool: IO[bytes], out: IO[bytes] | IO[str]) -> None:
+    """Write the header line, then the spooled event lines, to ``out``."""
+    header_line = _json_dumps(header.to_dict()) + "\n"
+    spool.seek(0)
+    if isinstance(out, io.TextIOBase):
+        out.write(header_line)
+        for line in spool:
+            out.write(line.decode("utf-8"))
+    else:
+        out.write(header_line.encode("utf-8"))  # type: ignore[arg-type]
+        shutil.copyfileobj(spool, out, _COPY_BUFFER)  # type: ignore[misc]
+    out.flush()
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Durability of the rename needs the directory entry flushed; not every platform allows it.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, header: BundleHeader, spool: IO[bytes]) -> None:
+    """Write header + spool to a temp file beside ``path`` and rename it into place."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            _copy_out(header, spool, tmp)
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        # Also on KeyboardInterrupt: a half-written temp file must not outlive the attempt.
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_bundle(
+    target: BundleTarget,
+    *,
+    workspace_id: str,
+    tenant_id: UUID,
+    records: Iterable[ChainRecord],
+    exported_at: datetime | None = None,
+) -> BundleHeader:
+    """Write a chain export bundle and return its header.
+
+    ``target`` is a path (written atomically: temp file in the same directory, then
+    ``os.replace``; the file is created with mode 0600 because payloads may be personal data),
+    ``"-"`` for stdout, or an open binary or text file object (written as is). ``records``
+    is consumed once, in the given order. If it raises, no bundle file is left behind.
+    """
+    exported = exported_at if exported_at is not None else datetime.now(UTC)
+    path = None if _is_stream(target) else Path(os.fspath(target))  # type: ignore[arg-type]
+    spool_dir = path.parent if path is not None else None
+    with tempfile.TemporaryFile(dir=spool_dir) as spool:
+        count, head_seq, head_hash = _spool_events(records, spool)
+        header = BundleHeader(
+            workspace_id=workspace_id,
+            tenant_id=tenant_id,
+            exported_at=exported,
+            event_count=count,
+            head_seq=head_seq,
+            head_hash=head_hash,
+        )
+        if path is not None:
+            _write_atomic(path, header, spool)
+        elif target == "-":
+            _copy_out(header, spool, sys.stdout.buffer)
+        else:
+            _copy_out(header, spool, target)  # type: ignore[arg-type]
+    logger.info(
+        "[isokron.chain.bundle] exported %d events of tenant %s (head seq %s) to %s",
+        count,
+        tenant_id,
+        head_seq,
+        "stdout" if target == "-" else (path or "a stream"),
+    )
+    return header
+
+
+def _is_stream(target: object) -> bool:
+    return target == "-" or not isinstance(target, str | os.PathLike)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class _LineParser:
+    """Turns bundle lines into values, raising ChainError that names the source and line."""
+
+    __slots__ = ("lineno", "name", "uuid_cache")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lineno = 0
+        # Tenant and actor ids repeat on every line; parsing each only once is much cheaper.
+        self.uuid_cache: dict[str, UUID] = {}
+
+    def fail(self, problem: str) -> ChainError:
+        return ChainError(f"{self.name}, line {self.lineno}: {problem}")
+
+    def load(self, raw: bytes) -> dict[str, Any]:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self.fail(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise self.fail(f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(obj, dict):
+            raise self.fail("expected a JSON object")
+        return obj
+
+    def require(self, obj: Mapping[str, Any], fields: Sequence[str]) -> None:
+        missing = [name for name in fields if name not in obj]
+        if missing:
+            raise self.fail(f"missing field(s) {', '.join(missing)}")
+
+    def integer(self, obj: Mapping[str, Any], name: str) -> int:
+        value = obj[name]
+        # bool is an int subclass in Python, but true/false is not a number in the format.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.fail(f"{name} must be an integer, got {value!r:.60}")
+        if not -(2**63) <= value < 2**63:
+            raise self.fail(f"{name} {value} does not fit in a signed 64-bit integer")
+        return value
+
+    def string(self, obj: Mapping[str, Any], name: str) -> str:
+        value = obj[name]
+        if not isinstance(value, str):
+            raise self.fail(f"{name} must be a string, got {value!r:.60}")
+        return value
+
+    def uuid(self, obj: Mapping[str, Any], name: str) -> UUID:
+        value = self.string(obj, name)
+        cached = self.uuid_cache.get(value)
+        if cached is not None:
+            return cached
+        try:
+            parsed = UUID(value)
+        except ValueError as exc:
+            raise self.fail(f"{name} is not a UUID: {value!r:.60}") from exc
+        if len(self.uuid_cache) < 4096:
+            self.uuid_cache[value] = parsed
+        return parsed
+
+    def digest(self, obj: Mapping[str, Any], name: str) -> bytes:
+        value = self.string(obj, name)
+        if len(value) != 2 * DIGEST_SIZE:
+            raise self.fail(
+                f"{name} must be {2 * DIGEST_SIZE} hex digits ({DIGEST_SIZE} bytes), "
+                f"got {len(value)} characters"
+            )
+        try:
+            return bytes.fromhex(value)
+        except ValueError as exc:
+            raise self.fail(f"{name} is not hexadecimal: {value!r:.70}") from exc
+
+    def timestamp(self, obj: Mapping[str, Any], name: str) -> datetime:
+        value = self.string(obj, name)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise self.fail(f"{name} is not an ISO-8601 timestamp: {value!r:.60}") from exc
+        if parsed.tzinfo is None:
+            raise self.fail(f"{name} has no timezone: {value!r:.60}")
+        return parsed
+
+    def header(self, raw: bytes) -> BundleHeader:
+        if not raw:
+            raise self.fail("the file is empty — not an isokron chain export")
+        obj = self.load(raw)
+        if obj.get("format") != BUNDLE_FORMAT:
+            raise self.fail(
+                f"format is {obj.get('format')!r:.60}, expected {BUNDLE_FORMAT!r} — "
+                "not an isokron chain export"
+            )
+        if obj.get("version") != BUNDLE_VERSION:
+            raise self.fail(
+                f"version {obj.get('version')!r:.20} is not supported (this reader knows "
+                f"version {BUNDLE_VERSION})"
+            )
+        self.require(obj, _HEADER_FIELDS)
+        head_seq = None if obj["head_seq"] is None else self.integer(obj, "head_seq")
+        head_hash = None if obj["head_hash"] is None else self.digest(obj, "head_hash")
+        event_count = self.integer(obj, "event_count")
+        if event_count < 0:
+            raise self.fail(f"event_count must not be negative, got {event_count}")
+        return BundleHeader(
+            workspace_id=self.string(obj, "workspace_id"),
+            tenant_id=self.uuid(obj, "tenant_id"),
+            exported_at=self.timestamp(obj, "exported_at"),
+            event_count=event_count,
+            head_seq=head_seq,
+            head_hash=head_hash,
+        )
+
+    def record(self, raw: bytes) -> ChainRecord:
+        obj = self.load(raw)
+        self.require(obj, _RECORD_FIELDS)
+        occurred_at_us = self.integer(obj, "occurred_at_us")
+        occurred_at = self.timestamp(obj, "occurred_at")
+        try:
+            expected = us_to_datetime(occurred_at_us)
+        except ChainError as exc:
+            raise self.fail(str(exc)) from exc
+        # Only occurred_at_us is hashed; a disagreeing readable timestamp would mislead readers.
+        if occurred_at != expected:
+            raise self.fail(
+                f"occurred_at {obj['occurred_at']!r} does not match occurred_at_us "
+                f"{occurred_at_us} ({_iso_utc(expected)})"
+            )
+        payload_text = obj["payload_text"]
+        if payload_text is not None and not isinstance(payload_text, str):
+            raise self.fail("payload_text must be a string or null")
+        return ChainRecord(
+            tenant_id=self.uuid(obj, "tenant_id"),
+            seq=self.integer(obj, "seq"),
+            event_id=self.uuid(obj, "event_id"),
+            actor_id=self.uuid(obj, "actor_id"),
+            event_type=self.string(obj, "event_type"),
+            occurred_at_us=occurred_at_us,
+            payload_digest=self.digest(obj, "payload_digest"),
+            prev_event_hash=self.digest(obj, "prev_event_hash"),
+            this_event_hash=self.digest(obj, "this_event_hash"),
+            payload_text=payload_text,
+        )
+
+
+def _iter_records(fh: IO[bytes], parser: _LineParser, owned: bool) -> Iterator[ChainRecord]:
+    try:
+        for raw in fh:
+            parser.lineno += 1
+            yield parser.record(raw)
+    finally:
+        if owned:
+            fh.close()
+
+
+def read_bundle(source: BundleSource) -> tuple[BundleHeader, Iterator[ChainRecord]]:
+    """Open a bundle; return its header and a lazy iterator over its events.
+
+    ``source`` is a path, ``"-"`` for stdin, or a binary file object. The header is parsed
+    immediately; each event line is parsed as the iterator advances, and a malformed line
+    raises ChainError naming the file and the line number. A file opened here is closed when
+    the iterator is exhausted (or garbage-collected).
+    """
+    owned = False
+    if source == "-":
+        fh: IO[bytes] = sys.stdin.buffer
+        name = "<stdin>"
+    elif isinstance(source, str | os.PathLike):
+        name = os.fspath(source)
+        try:
+            fh = open(source, "rb")  # closed by the record iterator
+        except OSError as exc:
+            raise ChainError(f"cannot open bundle {name}: {exc.strerror}") from exc
+        owned = True
+    else:
+        fh = source
+        name = getattr(source, "name", "<stream>")
+        if not isinstance(name, str):
+            name = "<stream>"
+    parser = _LineParser(name)
+    try:
+        parser.lineno = 1
+        header = parser.header(fh.readline())
+    except BaseException:
+        if owned:
+            fh.close()
+        raise
+    return header, _iter_records(fh, parser, owned)
+
+
+def _header_findings(header: BundleHeader, report: VerifyReport) -> list[Finding]:
+    """Compare what the header promised with what the file actually contained."""
+    findings: list[Finding] = []
+    if header.event_count != report.events_checked:
+        findings.append(
+            Finding(
+                "header_mismatch",
+                None,
+                None,
+                f"the bundle header says event_count {header.event_count}, but the file "
+                f"contains {report.events_checked} events — lines were added or removed",
+            )
+        )
+    if header.head_seq != report.head_seq:
+        findings.append(
+            Finding(
+                "header_mismatch",
+                None,
+                None,
+                f"the bundle header says head_seq {header.head_seq}, but the highest seq in "
+                f"the file is {report.head_seq}",
+            )
+        )
+    if header.head_hash != report.head_hash:
+        shown = None if header.head_hash is None else header.head_hash.hex()
+        found = None if report.head_hash is None else report.head_hash.hex()
+        findings.append(
+            Finding(
+                "header_mismatch",
+                header.head_seq,
+                None,
+                f"the bundle header says head_hash {shown}, but the head event in the file "
+                f"has this_event_hash {found}",
+            )
+        )
+    return findings
+
+
+def verify_bundle(
+    source: BundleSource,
+    checkpoints: Sequence[Checkpoint] = (),
+    *,
+    check_payloads: bool = True,
+) -> VerifyReport:
+    """Verify an exported bundle using nothing but the file (and optional checkpoints).
+
+    A structurally malformed file raises ChainError naming the line; a well-formed file that
+    fails verification returns a report with ``ok`` False and the findings.
+    """
+    header, records = read_bundle(source)
+    report = verify_records(
+        records,
+        check_payloads=check_payloads,
+        expected_tenant=header.tenant_id,
+        checkpoints=checkpoints,
+    )
+    findings = _header_findings(header, report)
+    for finding in findings:
+        logger.warning("[isokron.chain.bundle] %s", finding.message)
+    return add_findings(report, findings)

@@ -1,0 +1,431 @@
+"""The reads: one module used by the provider, the gateway's read tools and the CLI.
+
+Every read runs in a transaction that first sets ``app.current_workspace_id`` (row-level
+security then shows that workspace alone). Reads take a connection, or a pool and borrow one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import blake3
+
+from isokron.errors import NoActiveRoleCharterError, RoleCharterIntegrityError
+from isokron.substrate.connection import SET_WORKSPACE_SQL, translate_pg_error
+from isokron.substrate.models import (
+    ActiveConstitution,
+    CapabilityRow,
+    Escalation,
+    IsoLink,
+    IsoNode,
+    KoraSessionContext,
+    PolicyEntry,
+    Proposal,
+    RecentChainEvent,
+    RoleCharter,
+    ScratchpadEntry,
+)
+
+log = logging.getLogger("isokron.substrate.reads")
+
+EXPECTED_POLICY_COUNT = 31
+DEFAULT_SCRATCHPAD_LIMIT = 100
+DEFAULT_RECENT_EVENT_LIMIT = 50
+PAYLOAD_EXCERPT_CHARS = 300
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+
+@asynccontextmanager
+async def scoped(db: Executor, workspace_id: str) -> AsyncIterator[asyncpg.Connection]:
+    """Borrow a connection (if given a pool) and open a workspace-scoped read transaction."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, _scoped_tx(conn, workspace_id) as c:
+            yield c
+    else:
+        async with _scoped_tx(db, workspace_id) as c:
+            yield c
+
+
+@asynccontextmanager
+async def _scoped_tx(conn: asyncpg.Connection, workspace_id: str) -> AsyncIterator[asyncpg.Connection]:
+    try:
+        async with conn.transaction(readonly=True):
+            await conn.execute(SET_WORKSPACE_SQL, workspace_id)
+            yield conn
+    except asyncpg.PostgresError as exc:
+        raise translate_pg_error(exc) from exc
+
+
+# ---------------------------------------------------------------- role charter (fail closed)
+SELECT_ACTIVE_CHARTER_SQL = """
+SELECT charter_id, version, content_md, content_jsonb, content_hash
+FROM public.kora_role_charter
+WHERE workspace_id = $1 AND is_active
+LIMIT 1
+"""
+
+
+async def read_active_role_charter(db: Executor, workspace_id: str) -> RoleCharter:
+    """The active charter, verified: raises rather than return unverified text (invariant 4)."""
+    async with scoped(db, workspace_id) as conn:
+        row = await conn.fetchrow(SELECT_ACTIVE_CHARTER_SQL, workspace_id)
+    return charter_from_row(workspace_id, row)
+
+
+def charter_from_row(workspace_id: str, row: asyncpg.Record | None) -> RoleCharter:
+    """Build a RoleCharter from its row, failing closed on absence, NULL or hash mismatch."""
+    if row is None:
+        raise NoActiveRoleCharterError(f"workspace {workspace_id!r} has no active role charter")
+    md = row["content_md"]
+    if md is None:
+        raise RoleCharterIntegrityError(
+            f"the active role charter of {workspace_id!r} (v{row['version']}) has NULL content"
+        )
+    actual = hashlib.sha256(md.encode("utf-8")).hexdigest()
+    if actual != row["content_hash"]:
+        raise RoleCharterIntegrityError(
+            f"the active role charter of {workspace_id!r} (v{row['version']}) does not match its "
+            f"SHA-256: stored {row['content_hash'][:16]}…, computed {actual[:16]}…"
+        )
+    doc = row["content_jsonb"]
+    sections = (doc or {}).get("sections", {}) if isinstance(doc, dict) else {}
+    return RoleCharter(
+        workspace_id=workspace_id,
+        charter_id=row["charter_id"],
+        version=row["version"],
+        content_md=md,
+        identity=str(sections.get("identity", "")),
+        authority_can_do=tuple(str(x) for x in sections.get("authority_can_do", [])),
+        authority_cannot_do=tuple(str(x) for x in sections.get("authority_cannot_do", [])),
+        content_hash=row["content_hash"],
+    )
+
+
+# ---------------------------------------------------------------- policy registry
+SELECT_POLICIES_SQL = """
+SELECT policy_key, policy_value, description
+FROM public.kora_policy_registry
+WHERE workspace_id = $1
+ORDER BY policy_key
+"""
+
+
+async def read_policy_registry(db: Executor, workspace_id: str) -> tuple[PolicyEntry, ...]:
+    """All policies of a workspace; a count other than 31 is logged as drift, not refused."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(SELECT_POLICIES_SQL, workspace_id)
+    return policies_from_rows(workspace_id, rows)
+
+
+def policies_from_rows(workspace_id: str, rows: list[asyncpg.Record]) -> tuple[PolicyEntry, ...]:
+    if len(rows) != EXPECTED_POLICY_COUNT:
+        log.warning(
+            "[isokron.reads.policy_drift] workspace %s has %d policies, expected %d",
+            workspace_id, len(rows), EXPECTED_POLICY_COUNT,
+        )
+    return tuple(PolicyEntry(r["policy_key"], r["policy_value"], r["description"]) for r in rows)
+
+
+# ---------------------------------------------------------------- capability matrix
+SELECT_CAPABILITY_ROW_SQL = """
+SELECT cap_name, granted
+FROM public.kora_capability_matrix
+WHERE workspace_id = $1 AND actor_kind = $2
+"""
+
+
+async def read_capability_row(
+    db: Executor, workspace_id: str, actor_kind: str = "kora"
+) -> CapabilityRow:
+    """One actor kind's capabilities, from the substrate's matrix (the one source of truth)."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(SELECT_CAPABILITY_ROW_SQL, workspace_id, actor_kind)
+    return CapabilityRow(actor_kind, {r["cap_name"]: r["granted"] for r in rows})
+
+
+# ---------------------------------------------------------------- scratchpad (warn on drift)
+_SCRATCHPAD_COLUMNS = """
+s.entry_id, s.actor_id, a.actor_kind, a.display_name AS actor_label, s.kind, s.visibility_scope,
+s.summary, s.content, s.content_uri, s.content_hash, s.status, s.session_id, s.created_at,
+s.approved_event_id
+"""
+SELECT_OWN_SCRATCHPAD_SQL = f"""
+SELECT {_SCRATCHPAD_COLUMNS}
+FROM kronicle.agent_scratchpad_entries s
+JOIN public.actor_registry a ON a.workspace_id = s.workspace_id AND a.actor_id = s.actor_id
+WHERE s.workspace_id = $1 AND a.actor_kind = $2 AND s.status = 'active'
+ORDER BY s.created_at DESC
+LIMIT $3
+"""
+SELECT_CROSS_AGENT_SCRATCHPAD_SQL = f"""
+SELECT {_SCRATCHPAD_COLUMNS}
+FROM kronicle.agent_scratchpad_entries s
+JOIN public.actor_registry a ON a.workspace_id = s.workspace_id AND a.actor_id = s.actor_id
+WHERE s.workspace_id = $1 AND a.actor_kind <> $2
+  AND s.visibility_scope = 'cross_agent_dereferenceable' AND s.status = 'active'
+ORDER BY s.created_at DESC
+LIMIT $3
+"""
+
+
+async def read_own_scratchpad(
+    db: Executor, workspace_id: str, actor_kind: str = "kora", limit: int = DEFAULT_SCRATCHPAD_LIMIT
+) -> tuple[ScratchpadEntry, ...]:
+    """The actor kind's own active entries, newest first."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(SELECT_OWN_SCRATCHPAD_SQL, workspace_id, actor_kind, limit)
+    return tuple(scratchpad_entry_from_row(r) for r in rows)
+
+
+async def read_cross_agent_scratchpad(
+    db: Executor, workspace_id: str, actor_kind: str = "kora", limit: int = DEFAULT_SCRATCHPAD_LIMIT
+) -> tuple[ScratchpadEntry, ...]:
+    """Other actors' entries shared as ``cross_agent_dereferenceable``, newest first."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(SELECT_CROSS_AGENT_SCRATCHPAD_SQL, workspace_id, actor_kind, limit)
+    return tuple(scratchpad_entry_from_row(r) for r in rows)
+
+
+def scratchpad_entry_from_row(r: asyncpg.Record) -> ScratchpadEntry:
+    """Build an entry, checking inline content against its BLAKE3 (warn-only, invariant 5)."""
+    drifted = False
+    if r["content_uri"] is None and r["content"] is not None:
+        actual = blake3.blake3(r["content"].encode("utf-8")).hexdigest()
+        if actual != r["content_hash"]:
+            drifted = True
+            log.warning(
+                "[isokron.reads.scratchpad_drift] entry %s content does not match its BLAKE3 hash",
+                r["entry_id"],
+            )
+    return ScratchpadEntry(
+        entry_id=r["entry_id"], actor_id=r["actor_id"], actor_kind=r["actor_kind"],
+        actor_label=r["actor_label"], kind=r["kind"], visibility_scope=r["visibility_scope"],
+        summary=r["summary"], content=r["content"], content_uri=r["content_uri"],
+        content_hash=r["content_hash"], status=r["status"], session_id=r["session_id"],
+        created_at=r["created_at"], approved_event_id=r["approved_event_id"], drifted=drifted,
+    )
+
+
+# ---------------------------------------------------------------- recent chain events
+# event_log is keyed by tenant_id; the workspace resolves to its tenant through the join.
+SELECT_RECENT_EVENTS_SQL = """
+SELECT el.event_id, el.seq, el.event_type, el.occurred_at, jsonb_pretty(el.payload) AS payload_text
+FROM hivex_foundation.event_log el
+JOIN hivex_foundation.tenant t ON t.tenant_id = el.tenant_id
+WHERE t.clerk_org_id = $1 AND starts_with(el.event_type, $2)
+ORDER BY el.seq DESC
+LIMIT $3
+"""
+
+
+async def read_recent_events(
+    db: Executor, workspace_id: str, *, prefix: str = "kora.", limit: int = DEFAULT_RECENT_EVENT_LIMIT
+) -> tuple[RecentChainEvent, ...]:
+    """The newest events whose type starts with ``prefix``, payload cut to 300 characters."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(SELECT_RECENT_EVENTS_SQL, workspace_id, prefix, limit)
+    return tuple(
+        RecentChainEvent(
+            event_id=r["event_id"], seq=r["seq"], event_type=r["event_type"],
+            occurred_at=r["occurred_at"], payload_excerpt=excerpt(r["payload_text"] or ""),
+        )
+        for r in rows
+    )
+
+
+def excerpt(text: str, limit: int = PAYLOAD_EXCERPT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# ---------------------------------------------------------------- constitution
+SELECT_ACTIVE_CONSTITUTION_SQL = """
+SELECT revision_id, revision_number, rules, rules_hash
+FROM kronicle.workspace_constitution_revisions
+WHERE workspace_id = $1
+ORDER BY revision_number DESC
+LIMIT 1
+"""
+
+
+async def read_active_constitution(db: Executor, workspace_id: str) -> ActiveConstitution | None:
+    """The highest revision, or None for a workspace that has none yet."""
+    async with scoped(db, workspace_id) as conn:
+        row = await conn.fetchrow(SELECT_ACTIVE_CONSTITUTION_SQL, workspace_id)
+    if row is None:
+        return None
+    return ActiveConstitution(
+        revision_id=row["revision_id"], revision_number=row["revision_number"],
+        rules=row["rules"], rules_hash_hex=bytes(row["rules_hash"]).hex(),
+    )
+
+
+# ---------------------------------------------------------------- iso nodes and links
+_NODE_COLUMNS = """node_id, node_type, title, content, properties, status, superseded_by,
+created_by, created_at, approved_event_id"""
+SELECT_NODE_SQL = f"SELECT {_NODE_COLUMNS} FROM kronicle.iso_nodes WHERE workspace_id = $1 AND node_id = $2"
+SEARCH_NODES_SQL = f"""
+SELECT {_NODE_COLUMNS}
+FROM kronicle.iso_nodes
+WHERE workspace_id = $1
+  AND ($2::text IS NULL OR search_tsv @@ websearch_to_tsquery('simple', $2)
+       OR title ILIKE '%' || $2 || '%')
+  AND ($3::text IS NULL OR node_type = $3)
+  AND ($4 OR status = 'active')
+ORDER BY created_at DESC
+LIMIT $5
+"""
+SELECT_NODE_LINKS_SQL = """
+SELECT link_id, from_node_id, to_node_id, link_type, properties, created_at
+FROM kronicle.iso_links
+WHERE workspace_id = $1 AND (from_node_id = $2 OR to_node_id = $2)
+ORDER BY created_at
+"""
+
+
+def _node(r: asyncpg.Record) -> IsoNode:
+    return IsoNode(**{k: r[k] for k in r.keys()})
+
+
+async def read_iso_node(
+    db: Executor, workspace_id: str, node_id: UUID
+) -> tuple[IsoNode, tuple[IsoLink, ...]] | None:
+    """A node and its links, or None if the workspace has no such node."""
+    async with scoped(db, workspace_id) as conn:
+        row = await conn.fetchrow(SELECT_NODE_SQL, workspace_id, node_id)
+        if row is None:
+            return None
+        links = await conn.fetch(SELECT_NODE_LINKS_SQL, workspace_id, node_id)
+    return _node(row), tuple(IsoLink(**{k: r[k] for k in r.keys()}) for r in links)
+
+
+async def search_iso_nodes(
+    db: Executor,
+    workspace_id: str,
+    query: str | None = None,
+    *,
+    node_type: str | None = None,
+    include_superseded: bool = False,
+    limit: int = 20,
+) -> tuple[IsoNode, ...]:
+    """Nodes matching words of ``query`` (full text) or containing it in the title."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(
+            SEARCH_NODES_SQL, workspace_id, query or None, node_type, include_superseded, limit
+        )
+    return tuple(_node(r) for r in rows)
+
+
+# ---------------------------------------------------------------- escalations and proposals
+SELECT_ESCALATIONS_SQL = """
+SELECT escalation_id, actor_id, tool, rule_id, reason, status, created_at, decided_at, decision_note
+FROM kronicle.escalations
+WHERE workspace_id = $1 AND ($2::text IS NULL OR status = $2)
+ORDER BY created_at
+LIMIT $3
+"""
+SELECT_PROPOSALS_SQL = """
+SELECT 'convention' AS proposal_kind, proposal_id, actor_id, title, to_jsonb(body) AS detail,
+       rationale, status, created_at
+FROM kronicle.convention_proposals WHERE workspace_id = $1 AND ($2::text IS NULL OR status = $2)
+UNION ALL
+SELECT 'policy_change', proposal_id, actor_id, policy_key,
+       jsonb_build_object('policy_key', policy_key, 'proposed_value', proposed_value),
+       rationale, status, created_at
+FROM kronicle.policy_change_proposals WHERE workspace_id = $1 AND ($2::text IS NULL OR status = $2)
+ORDER BY created_at
+LIMIT $3
+"""
+
+
+async def read_escalation_queue(
+    db: Executor, workspace_id: str, *, status: str | None = "open", limit: int = 50
+) -> tuple[Escalation, ...]:
+    """Escalations (open ones by default), oldest first."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(SELECT_ESCALATIONS_SQL, workspace_id, status, limit)
+    return tuple(Escalation(**{k: r[k] for k in r.keys()}) for r in rows)
+
+
+async def read_proposals(
+    db: Executor, workspace_id: str, *, status: str | None = "pending", limit: int = 50
+) -> tuple[Proposal, ...]:
+    """Convention and policy-change proposals (pending by default), oldest first."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(SELECT_PROPOSALS_SQL, workspace_id, status, limit)
+    return tuple(Proposal(**{k: r[k] for k in r.keys()}) for r in rows)
+
+
+# ---------------------------------------------------------------- actors
+SELECT_ACTORS_SQL = """
+SELECT actor_id, actor_kind, display_name, status
+FROM public.actor_registry WHERE workspace_id = $1 ORDER BY actor_kind, display_name
+"""
+
+
+async def read_actors(db: Executor, workspace_id: str) -> list[dict[str, Any]]:
+    """The actors of a workspace."""
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(SELECT_ACTORS_SQL, workspace_id)
+    return [dict(r) for r in rows]
+
+
+async def actor_id_of_kind(db: Executor, workspace_id: str, actor_kind: str) -> UUID | None:
+    """The first active actor of a kind (e.g. the workspace's operator)."""
+    for actor in await read_actors(db, workspace_id):
+        if actor["actor_kind"] == actor_kind and actor["status"] == "active":
+            return UUID(str(actor["actor_id"]))
+    return None
+
+
+# ---------------------------------------------------------------- session context
+async def assemble_session_context(
+    pool: asyncpg.Pool, workspace_id: str, *, actor_kind: str = "kora"
+) -> KoraSessionContext:
+    """The six load-bearing reads at once (one pooled connection each).
+
+    A charter that fails its integrity check does not abort the others: the context carries
+    ``role_charter=None`` and the reason, so the caller can fail closed loudly.
+    """
+    charter_task = read_active_role_charter(pool, workspace_id)
+    results = await asyncio.gather(
+        charter_task,
+        read_policy_registry(pool, workspace_id),
+        read_capability_row(pool, workspace_id, actor_kind),
+        read_own_scratchpad(pool, workspace_id, actor_kind),
+        read_cross_agent_scratchpad(pool, workspace_id, actor_kind),
+        read_recent_events(pool, workspace_id),
+        read_active_constitution(pool, workspace_id),
+        return_exceptions=True,
+    )
+    for r in results[1:]:
+        if isinstance(r, BaseException):
+            raise r
+    charter, policies, caps, own, cross, events, constitution = results
+    identity_error = None
+    if isinstance(charter, BaseException):
+        if not isinstance(charter, NoActiveRoleCharterError | RoleCharterIntegrityError):
+            raise charter
+        identity_error, charter = str(charter), None
+    return KoraSessionContext(
+        workspace_id=workspace_id,
+        assembled_at=datetime.now(UTC),
+        role_charter=charter,  # type: ignore[arg-type]
+        identity_error=identity_error,
+        policies=policies,  # type: ignore[arg-type]
+        capability_matrix_row=caps,  # type: ignore[arg-type]
+        own_scratchpad=own,  # type: ignore[arg-type]
+        cross_agent_scratchpad=cross,  # type: ignore[arg-type]
+        recent_chain_events=events,  # type: ignore[arg-type]
+        active_constitution_revision_id=constitution.revision_id if constitution else None,  # type: ignore[union-attr]
+        active_constitution_rules_hash=constitution.rules_hash_hex if constitution else None,  # type: ignore[union-attr]
+    )

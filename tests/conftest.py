@@ -1,0 +1,107 @@
+"""Shared fixtures: a real PostgreSQL for every test that needs one.
+
+By default the tests start the embedded PostgreSQL 16 (pgserver) in a temporary directory.
+With ``ISOKRON_TEST_DSN`` set (an admin DSN, e.g. postgresql://postgres@127.0.0.1:5432/postgres)
+they use that server instead. Either way each test session works in a fresh database that is
+dropped at the end. Tests never skip because no server was found: they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+
+from isokron.substrate import connection, writes
+from isokron.substrate.dsn import SubstrateDSNs, with_database
+from isokron.substrate.embedded import start_embedded, stop_embedded
+from isokron.substrate.migrate import upgrade
+
+TEST_DSN_ENV = "ISOKRON_TEST_DSN"
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    """Admin DSN of the server under test (maintenance database)."""
+    given = os.environ.get(TEST_DSN_ENV)
+    if given:
+        yield given
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="isokron-test-pg-")) / "pgdata"
+    dsn = start_embedded(data_dir, database="postgres")
+    try:
+        yield dsn
+    finally:
+        stop_embedded(data_dir)
+
+
+def _create_database(server_dsn: str, name: str) -> str:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # name is generated below, never user input
+    return with_database(server_dsn, name)
+
+
+def _drop_database(server_dsn: str, name: str) -> None:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def fresh_database(pg_server_dsn: str) -> Iterator[Callable[[], str]]:
+    """Factory: a new, empty database on the server under test (dropped at session end)."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = "isokron_test_" + uuid.uuid4().hex[:12]
+        made.append(name)
+        return _create_database(pg_server_dsn, name)
+
+    yield make
+    for name in made:
+        _drop_database(pg_server_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def substrate(fresh_database: Callable[[], str]) -> SubstrateDSNs:
+    """A migrated substrate shared by the session: its admin, reader and gateway DSNs."""
+    admin = fresh_database()
+    upgrade(admin)
+    return SubstrateDSNs.derive(admin)
+
+
+@pytest.fixture(scope="session")
+async def admin_pool(substrate: SubstrateDSNs) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connection.create_pool(substrate.admin, min_size=1, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def reader_pool(substrate: SubstrateDSNs) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connection.create_pool(substrate.reader, min_size=1, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def make_workspace(admin_pool: asyncpg.Pool) -> Callable:
+    """Factory: a freshly created and seeded workspace with a unique id."""
+
+    async def make(prefix: str = "ws") -> writes.CreatedWorkspace:
+        ws_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        async with admin_pool.acquire() as conn:
+            return await writes.create_workspace(conn, ws_id, f"Test {ws_id}")
+
+    return make
+
+
+@pytest.fixture
+async def workspace(make_workspace: Callable) -> writes.CreatedWorkspace:
+    """One freshly created and seeded workspace."""
+    return await make_workspace()
