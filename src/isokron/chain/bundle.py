@@ -51,7 +51,7 @@ BUNDLE_FORMAT = "isokron-chain-export"
 BUNDLE_VERSION = 1
 
 BundleTarget = str | os.PathLike[str] | IO[bytes] | IO[str]
-BundleSource = str | os.PathLike[str] | IO[bytes]
+BundleSource = str | os.PathLike[str] | IO[bytes] | IO[str]
 
 _COPY_BUFFER = 1 << 20
 _HASH_FIELDS = ("payload_digest", "prev_event_hash", "this_event_hash")
@@ -233,6 +233,7 @@ def write_bundle(
         if path is not None:
             _write_atomic(path, header, spool)
         elif target == "-":
+            sys.stdout.flush()  # text printed earlier must not land after the bundle
             _copy_out(header, spool, sys.stdout.buffer)
         else:
             _copy_out(header, spool, target)  # type: ignore[arg-type]
@@ -268,9 +269,9 @@ class _LineParser:
     def fail(self, problem: str) -> ChainError:
         return ChainError(f"{self.name}, line {self.lineno}: {problem}")
 
-    def load(self, raw: bytes) -> dict[str, Any]:
+    def load(self, raw: bytes | str) -> dict[str, Any]:
         try:
-            text = raw.decode("utf-8")
+            text = raw if isinstance(raw, str) else raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise self.fail(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
         try:
@@ -336,7 +337,7 @@ class _LineParser:
             raise self.fail(f"{name} has no timezone: {value!r:.60}")
         return parsed
 
-    def header(self, raw: bytes) -> BundleHeader:
+    def header(self, raw: bytes | str) -> BundleHeader:
         if not raw:
             raise self.fail("the file is empty — not an isokron chain export")
         obj = self.load(raw)
@@ -365,7 +366,7 @@ class _LineParser:
             head_hash=head_hash,
         )
 
-    def record(self, raw: bytes) -> ChainRecord:
+    def record(self, raw: bytes | str) -> ChainRecord:
         obj = self.load(raw)
         self.require(obj, _RECORD_FIELDS)
         occurred_at_us = self.integer(obj, "occurred_at_us")
@@ -397,7 +398,9 @@ class _LineParser:
         )
 
 
-def _iter_records(fh: IO[bytes], parser: _LineParser, owned: bool) -> Iterator[ChainRecord]:
+def _iter_records(
+    fh: IO[bytes] | IO[str], parser: _LineParser, owned: bool
+) -> Iterator[ChainRecord]:
     try:
         for raw in fh:
             parser.lineno += 1
@@ -410,14 +413,14 @@ def _iter_records(fh: IO[bytes], parser: _LineParser, owned: bool) -> Iterator[C
 def read_bundle(source: BundleSource) -> tuple[BundleHeader, Iterator[ChainRecord]]:
     """Open a bundle; return its header and a lazy iterator over its events.
 
-    ``source`` is a path, ``"-"`` for stdin, or a binary file object. The header is parsed
-    immediately; each event line is parsed as the iterator advances, and a malformed line
-    raises ChainError naming the file and the line number. A file opened here is closed when
-    the iterator is exhausted (or garbage-collected).
+    ``source`` is a path, ``"-"`` for stdin, or an open file object (binary, or text already
+    decoded as UTF-8). The header is parsed immediately; each event line is parsed as the
+    iterator advances, and a malformed line raises ChainError naming the file and the line
+    number. A file opened here is closed when the iterator is exhausted (or garbage-collected).
     """
     owned = False
     if source == "-":
-        fh: IO[bytes] = sys.stdin.buffer
+        fh: IO[bytes] | IO[str] = sys.stdin.buffer
         name = "<stdin>"
     elif isinstance(source, str | os.PathLike):
         name = os.fspath(source)

@@ -66,8 +66,8 @@ def database_name(dsn: str) -> str:
 def redact_dsn(dsn: str) -> str:
     """The DSN with any password replaced by ``***``, for messages and logs."""
     parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
+    if not parts.password:
+        return dsn.replace(":@", "@", 1) if parts.password == "" else dsn
     netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -35,12 +36,10 @@ def start_embedded(data_dir: Path | None = None, *, database: str = DEFAULT_DATA
     The server keeps running after this process exits so that later commands (and the gateway)
     reach the same data; ``stop_embedded`` stops it.
     """
-    import pgserver  # imported lazily: it is only needed for the embedded default
-
     pgdata = (data_dir or default_data_dir()).expanduser()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        server = _get_server(pgdata)
         uri = server.get_uri()
         if database != "postgres":
             exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{_plain(database)}';")
@@ -56,19 +55,29 @@ def start_embedded(data_dir: Path | None = None, *, database: str = DEFAULT_DATA
 
 def stop_embedded(data_dir: Path | None = None) -> bool:
     """Stop the embedded server if it is running; True if one was stopped."""
-    import pgserver
-
     pgdata = (data_dir or default_data_dir()).expanduser()
     if not (pgdata / "postmaster.pid").exists():
         return False
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server = _get_server(pgdata)
     server.cleanup_mode = "stop"
     server.cleanup()
     return True
 
 
+def _get_server(pgdata: Path) -> object:
+    import pgserver  # imported lazily: it is only needed for the embedded default
+
+    # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is unset
+    # (containers, CI); the fallback it then uses is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pgserver.get_server(pgdata, cleanup_mode=None)
+
+
 def _plain(name: str) -> str:
     # Database names reach psql as identifiers; refuse anything that would need quoting.
     if not name.replace("_", "").isalnum():
-        raise SubstrateUnavailableError(f"embedded database name {name!r} must be letters, digits, _")
+        raise SubstrateUnavailableError(
+            f"embedded database name {name!r} must be letters, digits, _"
+        )
     return name

@@ -51,7 +51,9 @@ def upgrade(dsn: str, *, progress: Callable[[str], None] | None = None) -> Migra
     try:
         lock_conn = psycopg.connect(validate_dsn(dsn), autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        raise SubstrateUnavailableError(f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}") from exc
+        raise SubstrateUnavailableError(
+            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
+        ) from exc
     with lock_conn:
         lock_conn.execute(ACQUIRE_LOCK_SQL, (MIGRATION_LOCK_KEY,))
         try:

@@ -56,7 +56,9 @@ async def scoped(db: Executor, workspace_id: str) -> AsyncIterator[asyncpg.Conne
 
 
 @asynccontextmanager
-async def _scoped_tx(conn: asyncpg.Connection, workspace_id: str) -> AsyncIterator[asyncpg.Connection]:
+async def _scoped_tx(
+    conn: asyncpg.Connection, workspace_id: str
+) -> AsyncIterator[asyncpg.Connection]:
     try:
         async with conn.transaction(readonly=True):
             await conn.execute(SET_WORKSPACE_SQL, workspace_id)
@@ -130,7 +132,9 @@ def policies_from_rows(workspace_id: str, rows: list[asyncpg.Record]) -> tuple[P
     if len(rows) != EXPECTED_POLICY_COUNT:
         log.warning(
             "[isokron.reads.policy_drift] workspace %s has %d policies, expected %d",
-            workspace_id, len(rows), EXPECTED_POLICY_COUNT,
+            workspace_id,
+            len(rows),
+            EXPECTED_POLICY_COUNT,
         )
     return tuple(PolicyEntry(r["policy_key"], r["policy_value"], r["description"]) for r in rows)
 
@@ -207,11 +211,21 @@ def scratchpad_entry_from_row(r: asyncpg.Record) -> ScratchpadEntry:
                 r["entry_id"],
             )
     return ScratchpadEntry(
-        entry_id=r["entry_id"], actor_id=r["actor_id"], actor_kind=r["actor_kind"],
-        actor_label=r["actor_label"], kind=r["kind"], visibility_scope=r["visibility_scope"],
-        summary=r["summary"], content=r["content"], content_uri=r["content_uri"],
-        content_hash=r["content_hash"], status=r["status"], session_id=r["session_id"],
-        created_at=r["created_at"], approved_event_id=r["approved_event_id"], drifted=drifted,
+        entry_id=r["entry_id"],
+        actor_id=r["actor_id"],
+        actor_kind=r["actor_kind"],
+        actor_label=r["actor_label"],
+        kind=r["kind"],
+        visibility_scope=r["visibility_scope"],
+        summary=r["summary"],
+        content=r["content"],
+        content_uri=r["content_uri"],
+        content_hash=r["content_hash"],
+        status=r["status"],
+        session_id=r["session_id"],
+        created_at=r["created_at"],
+        approved_event_id=r["approved_event_id"],
+        drifted=drifted,
     )
 
 
@@ -228,15 +242,22 @@ LIMIT $3
 
 
 async def read_recent_events(
-    db: Executor, workspace_id: str, *, prefix: str = "kora.", limit: int = DEFAULT_RECENT_EVENT_LIMIT
+    db: Executor,
+    workspace_id: str,
+    *,
+    prefix: str = "kora.",
+    limit: int = DEFAULT_RECENT_EVENT_LIMIT,
 ) -> tuple[RecentChainEvent, ...]:
     """The newest events whose type starts with ``prefix``, payload cut to 300 characters."""
     async with scoped(db, workspace_id) as conn:
         rows = await conn.fetch(SELECT_RECENT_EVENTS_SQL, workspace_id, prefix, limit)
     return tuple(
         RecentChainEvent(
-            event_id=r["event_id"], seq=r["seq"], event_type=r["event_type"],
-            occurred_at=r["occurred_at"], payload_excerpt=excerpt(r["payload_text"] or ""),
+            event_id=r["event_id"],
+            seq=r["seq"],
+            event_type=r["event_type"],
+            occurred_at=r["occurred_at"],
+            payload_excerpt=excerpt(r["payload_text"] or ""),
         )
         for r in rows
     )
@@ -264,15 +285,19 @@ async def read_active_constitution(db: Executor, workspace_id: str) -> ActiveCon
     if row is None:
         return None
     return ActiveConstitution(
-        revision_id=row["revision_id"], revision_number=row["revision_number"],
-        rules=row["rules"], rules_hash_hex=bytes(row["rules_hash"]).hex(),
+        revision_id=row["revision_id"],
+        revision_number=row["revision_number"],
+        rules=row["rules"],
+        rules_hash_hex=bytes(row["rules_hash"]).hex(),
     )
 
 
 # ---------------------------------------------------------------- iso nodes and links
 _NODE_COLUMNS = """node_id, node_type, title, content, properties, status, superseded_by,
 created_by, created_at, approved_event_id"""
-SELECT_NODE_SQL = f"SELECT {_NODE_COLUMNS} FROM kronicle.iso_nodes WHERE workspace_id = $1 AND node_id = $2"
+SELECT_NODE_SQL = (
+    f"SELECT {_NODE_COLUMNS} FROM kronicle.iso_nodes WHERE workspace_id = $1 AND node_id = $2"
+)
 SEARCH_NODES_SQL = f"""
 SELECT {_NODE_COLUMNS}
 FROM kronicle.iso_nodes

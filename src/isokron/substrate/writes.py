@@ -44,8 +44,14 @@ AGENT_OPERATIONS = frozenset(
     }
 )
 GOVERNANCE_OPERATIONS = frozenset(
-    {"set_charter", "set_policies", "set_capabilities", "revise_constitution", "issue_token",
-     "revoke_token"}
+    {
+        "set_charter",
+        "set_policies",
+        "set_capabilities",
+        "revise_constitution",
+        "issue_token",
+        "revoke_token",
+    }
 )
 SCRATCHPAD_KINDS = (
     "reasoning_trail",
@@ -76,7 +82,9 @@ async def write(
 ) -> dict[str, Any]:
     """Perform one agent write operation; returns the substrate's result (with ``event_id``)."""
     if op not in AGENT_OPERATIONS:
-        raise ConfigError(f"unknown write operation {op!r}; expected one of {sorted(AGENT_OPERATIONS)}")
+        raise ConfigError(
+            f"unknown write operation {op!r}; expected one of {sorted(AGENT_OPERATIONS)}"
+        )
     return await _call(db, WRITE_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
 
 
@@ -171,15 +179,34 @@ async def create_workspace(
     sections = defaults.charter_sections_from_markdown(md)
     actors = [{"actor_kind": k, "display_name": v} for k, v in defaults.ACTOR_KINDS.items()]
     async with conn.transaction():
-        created = await _call(conn, CREATE_WORKSPACE_SQL, workspace_id, name or workspace_id, actors)
+        created = await _call(
+            conn, CREATE_WORKSPACE_SQL, workspace_id, name or workspace_id, actors
+        )
         operator = created["operator_actor_id"]
-        await govern(conn, "set_charter", workspace_id, operator,
-                     {"content_md": md, "sections": dict(sections)})
-        await govern(conn, "set_policies", workspace_id, operator, {"policies": default_policy_rows()})
-        await govern(conn, "set_capabilities", workspace_id, operator,
-                     {"capabilities": default_capability_rows()})
-        await govern(conn, "revise_constitution", workspace_id, operator,
-                     {"rules": defaults.DEFAULT_CONSTITUTION_RULES})
+        await govern(
+            conn,
+            "set_charter",
+            workspace_id,
+            operator,
+            {"content_md": md, "sections": dict(sections)},
+        )
+        await govern(
+            conn, "set_policies", workspace_id, operator, {"policies": default_policy_rows()}
+        )
+        await govern(
+            conn,
+            "set_capabilities",
+            workspace_id,
+            operator,
+            {"capabilities": default_capability_rows()},
+        )
+        await govern(
+            conn,
+            "revise_constitution",
+            workspace_id,
+            operator,
+            {"rules": defaults.DEFAULT_CONSTITUTION_RULES},
+        )
     return CreatedWorkspace(
         workspace_id=workspace_id,
         tenant_id=UUID(created["tenant_id"]),
@@ -225,7 +252,9 @@ class IssuedToken:
 
 def new_token() -> str:
     """A new ``wsk_`` workspace service key: 40 random base62 characters after the prefix."""
-    return TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(TOKEN_SECRET_LENGTH))
+    return TOKEN_PREFIX + "".join(
+        secrets.choice(_TOKEN_ALPHABET) for _ in range(TOKEN_SECRET_LENGTH)
+    )
 
 
 def token_sha256(token: str) -> bytes:
@@ -271,7 +300,9 @@ async def issue_token(
     )
 
 
-async def erase_event_payload(conn: asyncpg.Connection, workspace_id: str, seq: int, reason: str) -> None:
+async def erase_event_payload(
+    conn: asyncpg.Connection, workspace_id: str, seq: int, reason: str
+) -> None:
     """Replace one event's payload by a tombstone (lawful deletion); its digest stays chained."""
     await _call_void(conn, ERASE_PAYLOAD_SQL, workspace_id, seq, reason)
 

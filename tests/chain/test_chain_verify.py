@@ -296,7 +296,9 @@ def test_consistent_rewrite_passes_alone_but_fails_the_checkpoint() -> None:
     checkpoint = Checkpoint(TENANT, 7, chain[6].this_event_hash)
     text = '{"n": 3, "note": "rewritten history"}'
     rewritten = list(chain)
-    rewritten[2] = dataclasses.replace(chain[2], payload_text=text, payload_digest=payload_digest(text))
+    rewritten[2] = dataclasses.replace(
+        chain[2], payload_text=text, payload_digest=payload_digest(text)
+    )
     rewritten = reseal_from(rewritten, 2)
 
     plain = verify_records(rewritten)
@@ -318,7 +320,9 @@ def test_consistent_rewrite_passes_alone_but_fails_the_checkpoint() -> None:
 def test_checkpoint_at_head_without_passing_it() -> None:
     chain = build_chain(5)
     report = verify_records(chain)
-    assert verify_against_checkpoint(report, Checkpoint(TENANT, 5, chain[-1].this_event_hash)) is None
+    assert (
+        verify_against_checkpoint(report, Checkpoint(TENANT, 5, chain[-1].this_event_hash)) is None
+    )
     wrong = verify_against_checkpoint(report, Checkpoint(TENANT, 5, b"\x00" * 32))
     assert wrong is not None and wrong.kind == "checkpoint_mismatch"
 

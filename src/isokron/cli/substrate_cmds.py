@@ -1,0 +1,509 @@
+"""Commands that set up and govern the substrate: up, db, workspace, charter, policy,
+capability, token."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from rich.table import Table
+
+from isokron.cli.common import (
+    DataDirOption,
+    DsnOption,
+    JsonOption,
+    WorkspaceArg,
+    boundary,
+    out,
+    print_json,
+    resolve_target,
+    run_async,
+)
+from isokron.errors import ConfigError, NotFoundError
+from isokron.substrate import admin, connection, defaults, reads, writes
+from isokron.substrate.dsn import redact_dsn
+from isokron.substrate.embedded import default_data_dir, stop_embedded
+from isokron.substrate.migrate import upgrade
+
+db_app = typer.Typer(help="Database schema: apply migrations.", no_args_is_help=True)
+workspace_app = typer.Typer(help="Create and list workspaces.", no_args_is_help=True)
+charter_app = typer.Typer(
+    help="The workspace's role charter (the agent's identity).", no_args_is_help=True
+)
+policy_app = typer.Typer(help="The workspace's policy registry.", no_args_is_help=True)
+capability_app = typer.Typer(help="The workspace's capability matrix.", no_args_is_help=True)
+token_app = typer.Typer(help="Workspace service tokens (wsk_…).", no_args_is_help=True)
+
+DEMO_WORKSPACE = "demo"
+
+
+def _migrate(dsn: str, quiet: bool) -> list[str]:
+    with out.status("applying migrations…") as status:
+        result = upgrade(dsn, progress=lambda mid: status.update(f"applying {mid}…"))
+    if not quiet:
+        for mid in result.applied:
+            out.print(f"  applied {mid}")
+    return list(result.applied)
+
+
+@db_app.command("upgrade")
+@boundary
+def db_upgrade(
+    dsn: DsnOption = None, data_dir: DataDirOption = None, json_out: JsonOption = False
+) -> None:
+    """Apply pending migrations. Re-running is a no-op; existing data is kept."""
+    target = resolve_target(dsn, data_dir)
+    applied = _migrate(target.dsns.admin, quiet=json_out)
+    if json_out:
+        print_json({"applied": applied})
+    elif not applied:
+        out.print("database is up to date")
+
+
+async def _operator(conn: Any, workspace_id: str) -> UUID:
+    await admin.require_workspace(conn, workspace_id)
+    operator = await reads.actor_id_of_kind(conn, workspace_id, "operator")
+    if operator is None:
+        raise NotFoundError(f"workspace {workspace_id!r} has no active operator actor")
+    return operator
+
+
+async def _ensure_workspace(dsn: str, workspace_id: str, name: str | None) -> bool:
+    conn = await connection.connect(dsn)
+    try:
+        if any(w["workspace_id"] == workspace_id for w in await admin.list_workspaces(conn)):
+            return False
+        await writes.create_workspace(conn, workspace_id, name)
+        return True
+    finally:
+        await conn.close()
+
+
+def up(
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    workspace: Annotated[
+        str, typer.Option(help="Demo workspace to create if missing.")
+    ] = DEMO_WORKSPACE,
+    json_out: JsonOption = False,
+) -> None:
+    """Start the substrate (embedded PostgreSQL unless --dsn), migrate, create a demo workspace and
+    print how to connect.
+
+    Safe to re-run: migrations already applied and an existing workspace are left as they are.
+    """
+    target = resolve_target(dsn, data_dir)
+    _migrate(target.dsns.admin, quiet=True)
+    created = run_async(_ensure_workspace(target.dsns.admin, workspace, "Demo workspace"))
+    info = {
+        "embedded": target.embedded,
+        "data_dir": str(data_dir or default_data_dir()) if target.embedded else None,
+        "admin_dsn": redact_dsn(target.dsns.admin),
+        "reader_dsn": redact_dsn(target.dsns.reader),
+        "gateway_dsn": redact_dsn(target.dsns.gateway),
+        "workspace": workspace,
+        "workspace_created": created,
+    }
+    if json_out:
+        print_json(info)
+        return
+    where = f"embedded PostgreSQL in {info['data_dir']}" if target.embedded else "the given server"
+    out.print(f"[bold green]IsoKron is up[/] on {where}")
+    out.print(f"  workspace   {workspace} ({'created' if created else 'already there'})")
+    out.print(f"  admin DSN   {info['admin_dsn']}")
+    out.print(f"  reader DSN  {info['reader_dsn']}")
+    out.print(f"  gateway DSN {info['gateway_dsn']}")
+    out.print("\nNext:")
+    for command, what in (
+        (f"isokron token issue {workspace}", "a service token for Kora (shown once)"),
+        ("isokron serve --transport http", "the MCP write gateway on 127.0.0.1:8765"),
+        (f"isokron context {workspace}", "the prompt block an agent starts from"),
+        (f"isokron verify {workspace}", "re-compute the hash chain"),
+        ("isokron demo", "a whole scripted agent session"),
+    ):
+        out.print(f"  {command:<36} # {what}", markup=False)
+
+
+def down(data_dir: DataDirOption = None) -> None:
+    """Stop the embedded PostgreSQL (data is kept)."""
+    stopped = stop_embedded(data_dir or default_data_dir())
+    out.print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+
+
+# ---------------------------------------------------------------- workspace
+@workspace_app.command("create")
+@boundary
+def workspace_create(
+    workspace_id: WorkspaceArg,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    charter: Annotated[
+        Path | None,
+        typer.Option(
+            help="Charter markdown file instead of the default.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Create a workspace seeded with actors, charter, policies, capabilities and constitution."""
+    target = resolve_target(dsn, data_dir)
+    md = charter.read_text(encoding="utf-8") if charter else None
+
+    async def go() -> writes.CreatedWorkspace:
+        conn = await connection.connect(target.dsns.admin)
+        try:
+            return await writes.create_workspace(conn, workspace_id, name, charter_md=md)
+        finally:
+            await conn.close()
+
+    created = run_async(go())
+    if json_out:
+        print_json(
+            {
+                "workspace_id": created.workspace_id,
+                "tenant_id": created.tenant_id,
+                "actors": created.actors,
+                "events": created.events,
+            }
+        )
+        return
+    out.print(f"created workspace [bold]{created.workspace_id}[/] (tenant {created.tenant_id})")
+    for kind, actor_id in sorted(created.actors.items()):
+        out.print(f"  actor {kind:<10} {actor_id}")
+
+
+@workspace_app.command("list")
+@boundary
+def workspace_list(
+    dsn: DsnOption = None, data_dir: DataDirOption = None, json_out: JsonOption = False
+) -> None:
+    """List workspaces with their number of chain events."""
+    target = resolve_target(dsn, data_dir)
+    rows = run_async(_with_conn(target.dsns.admin, admin.list_workspaces))
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("workspace", "name", "events", "tenant")
+    for r in rows:
+        table.add_row(r["workspace_id"], r["name"], str(r["events"]), str(r["tenant_id"]))
+    out.print(table)
+
+
+async def _with_conn(dsn: str, fn: Any, *args: Any) -> Any:
+    conn = await connection.connect(dsn)
+    try:
+        return await fn(conn, *args)
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------- charter
+@charter_app.command("set")
+@boundary
+def charter_set(
+    workspace_id: WorkspaceArg,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Markdown file with ## Identity, ## Authority — can do, ## Authority — cannot do.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Install a new charter version (the previous one stays in history, inactive)."""
+    md = file.read_text(encoding="utf-8")
+    sections = defaults.charter_sections_from_markdown(md)
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> dict[str, Any]:
+        operator = await _operator(conn, workspace_id)
+        return await writes.govern(
+            conn,
+            "set_charter",
+            workspace_id,
+            operator,
+            {"content_md": md, "sections": dict(sections)},
+        )
+
+    result = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json(result)
+    else:
+        out.print(
+            f"charter v{result['version']} active (sha256 {result['content_hash']}), "
+            f"event {result['event_id']}"
+        )
+
+
+@charter_app.command("show")
+@boundary
+def charter_show(
+    workspace_id: WorkspaceArg,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Print the active charter after verifying its SHA-256 (fails closed)."""
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> Any:
+        await admin.require_workspace(conn, workspace_id)
+        return await reads.read_active_role_charter(conn, workspace_id)
+
+    charter = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json(
+            {
+                "version": charter.version,
+                "content_hash": charter.content_hash,
+                "identity": charter.identity,
+                "authority_can_do": charter.authority_can_do,
+                "authority_cannot_do": charter.authority_cannot_do,
+                "content_md": charter.content_md,
+            }
+        )
+    else:
+        out.print(
+            f"[dim]charter v{charter.version} · sha256 {charter.content_hash} · verified[/]\n"
+        )
+        out.print(charter.content_md, markup=False)
+
+
+# ---------------------------------------------------------------- policy
+@policy_app.command("set")
+@boundary
+def policy_set(
+    workspace_id: WorkspaceArg,
+    key: Annotated[str, typer.Argument(help="Policy key, e.g. policy.kora_disabled.")],
+    value: Annotated[str, typer.Argument(help="JSON value, e.g. true, 60, '\"text\"'.")],
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Set one policy value (chained as governance.policy.set)."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise ConfigError(
+            f"policy value {value!r} is not JSON; quote strings: '\"{value}\"'"
+        ) from None
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> dict[str, Any]:
+        operator = await _operator(conn, workspace_id)
+        return await writes.govern(
+            conn,
+            "set_policies",
+            workspace_id,
+            operator,
+            {"policies": [{"policy_key": key, "policy_value": parsed}]},
+        )
+
+    result = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json(result)
+    else:
+        out.print(f"{key} = {json.dumps(parsed)} (event {result['event_id']})", markup=False)
+
+
+@policy_app.command("list")
+@boundary
+def policy_list(
+    workspace_id: WorkspaceArg,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List the workspace's policies."""
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> Any:
+        await admin.require_workspace(conn, workspace_id)
+        return await reads.read_policy_registry(conn, workspace_id)
+
+    rows = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json({p.policy_key: p.value for p in rows})
+        return
+    table = Table("policy", "value", "description")
+    for p in rows:
+        table.add_row(p.policy_key, json.dumps(p.value), p.description)
+    out.print(table)
+
+
+# ---------------------------------------------------------------- capability
+@capability_app.command("list")
+@boundary
+def capability_list(
+    workspace_id: WorkspaceArg,
+    actor_kind: Annotated[str, typer.Option(help="Actor kind whose column to show.")] = "kora",
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one actor kind's capabilities: granted and denied."""
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> Any:
+        await admin.require_workspace(conn, workspace_id)
+        return await reads.read_capability_row(conn, workspace_id, actor_kind)
+
+    row = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json({"actor_kind": actor_kind, "capabilities": row.capabilities})
+        return
+    out.print(f"{actor_kind}: {len(row.granted)} of {len(row.capabilities)} capabilities granted")
+    for name in sorted(row.capabilities):
+        mark = "[green]granted[/]" if row.capabilities[name] else "[red]denied[/]"
+        out.print(f"  {name:<40} {mark}")
+
+
+@capability_app.command("set")
+@boundary
+def capability_set(
+    workspace_id: WorkspaceArg,
+    cap_name: Annotated[str, typer.Argument(help="Capability, e.g. cap_iso_node_create.")],
+    actor_kind: Annotated[str, typer.Argument(help="Actor kind, e.g. kora.")],
+    grant: Annotated[bool, typer.Option("--grant/--deny", help="Grant or deny.")] = True,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Grant or deny one capability to one actor kind (chained)."""
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> dict[str, Any]:
+        operator = await _operator(conn, workspace_id)
+        return await writes.govern(
+            conn,
+            "set_capabilities",
+            workspace_id,
+            operator,
+            {"capabilities": [{"cap_name": cap_name, "actor_kind": actor_kind, "granted": grant}]},
+        )
+
+    result = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json(result)
+    else:
+        out.print(
+            f"{cap_name} {'granted to' if grant else 'denied to'} {actor_kind} "
+            f"(event {result['event_id']})"
+        )
+
+
+# ---------------------------------------------------------------- token
+@token_app.command("issue")
+@boundary
+def token_issue(
+    workspace_id: WorkspaceArg,
+    actor_kind: Annotated[str, typer.Option(help="Actor kind the token acts as.")] = "kora",
+    label: Annotated[str, typer.Option(help="A note to recognise the token by.")] = "",
+    expires_in_days: Annotated[
+        float | None, typer.Option(help="Expire after this many days.", min=0)
+    ] = None,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Issue a service token. It is printed once; only its SHA-256 is stored."""
+    target = resolve_target(dsn, data_dir)
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+
+    async def go(conn: Any) -> writes.IssuedToken:
+        operator = await _operator(conn, workspace_id)
+        holder = await reads.actor_id_of_kind(conn, workspace_id, actor_kind)
+        if holder is None:
+            raise NotFoundError(f"workspace {workspace_id!r} has no active {actor_kind!r} actor")
+        return await writes.issue_token(
+            conn, workspace_id, operator, holder, label=label, expires_at=expires
+        )
+
+    issued = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json(
+            {
+                "token": issued.token,
+                "token_id": issued.token_id,
+                "token_prefix": issued.token_prefix,
+                "actor_kind": actor_kind,
+                "expires_at": expires,
+            }
+        )
+        return
+    out.print(
+        f"token for {actor_kind} in {workspace_id} (id {issued.token_id}) — "
+        "store it now, it is not shown again:"
+    )
+    out.print(issued.token, markup=False)
+
+
+@token_app.command("list")
+@boundary
+def token_list(
+    workspace_id: WorkspaceArg,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List tokens by public prefix and status (never the secret)."""
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> Any:
+        await admin.require_workspace(conn, workspace_id)
+        return await admin.list_tokens(conn, workspace_id)
+
+    rows = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("token_id", "prefix", "actor", "label", "status", "expires")
+    for r in rows:
+        table.add_row(
+            str(r["token_id"]),
+            r["token_prefix"] + "…",
+            r["actor_kind"],
+            r["label"],
+            r["status"],
+            str(r["expires_at"] or "never"),
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+@boundary
+def token_revoke(
+    workspace_id: WorkspaceArg,
+    token: Annotated[str, typer.Argument(help="token_id, or the public prefix (wsk_ + 8 chars).")],
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Revoke a token; the gateway refuses it from then on."""
+    target = resolve_target(dsn, data_dir)
+    try:
+        args: dict[str, Any] = {"token_id": str(UUID(token))}
+    except ValueError:
+        args = {"token_prefix": writes.token_public_prefix(token)}
+
+    async def go(conn: Any) -> dict[str, Any]:
+        operator = await _operator(conn, workspace_id)
+        return await writes.govern(conn, "revoke_token", workspace_id, operator, args)
+
+    result = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json(result)
+    else:
+        out.print(f"revoked {result['token_prefix']}… (event {result['event_id']})")

@@ -1,0 +1,314 @@
+"""Verification and export of a workspace straight from the database.
+
+``isokron verify`` re-computes the tenant's chain in Python from the stored fields (the pure
+verifier in :mod:`isokron.chain`), and checks what the chain vouches for: the chain head, the
+charter's SHA-256, scratchpad BLAKE3 hashes, constitution rules hashes, and that every row's
+``approved_event_id`` names an event of the chain. It streams rows with a server-side cursor so
+memory stays flat however long the chain is. Runs with the admin DSN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import blake3
+import psycopg
+from psycopg import sql
+
+from isokron.chain import (
+    BundleHeader,
+    ChainRecord,
+    Checkpoint,
+    Finding,
+    VerifyReport,
+    verify_records,
+    write_bundle,
+)
+from isokron.errors import NotFoundError, SubstrateError, SubstrateUnavailableError
+from isokron.substrate.dsn import redact_dsn
+
+log = logging.getLogger("isokron.substrate.audit")
+
+FETCH_BATCH = 20_000
+SET_SCOPE_SQL = "SELECT set_config('app.current_workspace_id', %s, true)"
+SELECT_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = %s"
+SELECT_CHAIN_SQL = """
+SELECT tenant_id, seq, event_id, actor_id, event_type,
+       (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us,
+       payload_digest, prev_event_hash, this_event_hash,
+       CASE WHEN payload_erased OR NOT %s THEN NULL ELSE payload::text END AS payload_text,
+       (payload_erased OR sha256(convert_to(payload::text, 'UTF8')) = payload_digest) AS payload_ok
+FROM hivex_foundation.event_log
+WHERE tenant_id = %s
+ORDER BY seq
+"""
+SELECT_CHAIN_HEAD_SQL = (
+    "SELECT last_seq, last_hash FROM hivex_foundation.chain_head WHERE tenant_id = %s"
+)
+SELECT_CHARTER_HASHES_SQL = """
+SELECT version, is_active, content_md, content_hash FROM public.kora_role_charter
+WHERE workspace_id = %s ORDER BY version
+"""
+SELECT_SCRATCHPAD_CONTENT_SQL = """
+SELECT entry_id, content, content_hash FROM kronicle.agent_scratchpad_entries
+WHERE workspace_id = %s AND content_uri IS NULL
+"""
+SELECT_CONSTITUTION_MISMATCH_SQL = """
+SELECT revision_number FROM kronicle.workspace_constitution_revisions
+WHERE workspace_id = %s AND sha256(convert_to(rules::text, 'UTF8')) <> rules_hash
+ORDER BY revision_number
+"""
+# Tables whose rows must each name the chain event that approved them.
+APPROVED_ROW_TABLES: tuple[tuple[str, str, str], ...] = (
+    ("public", "kora_role_charter", "charter_id"),
+    ("public", "kora_policy_registry", "policy_key"),
+    ("public", "kora_capability_matrix", "cap_name"),
+    ("kronicle", "workspace_constitution_revisions", "revision_id"),
+    ("kronicle", "agent_scratchpad_entries", "entry_id"),
+    ("kronicle", "iso_nodes", "node_id"),
+    ("kronicle", "iso_links", "link_id"),
+    ("kronicle", "convention_proposals", "proposal_id"),
+    ("kronicle", "policy_change_proposals", "proposal_id"),
+    ("kronicle", "escalations", "escalation_id"),
+    ("isokron", "service_tokens", "token_id"),
+)
+
+
+def orphan_rows_query(schema: str, table: str, key: str) -> sql.Composed:
+    """Rows of one table whose approved_event_id is missing from the tenant's chain."""
+    return sql.SQL(
+        "SELECT {key}::text FROM {table} r WHERE r.workspace_id = %s AND NOT EXISTS ("
+        "SELECT 1 FROM hivex_foundation.event_log e "
+        "WHERE e.tenant_id = %s AND e.event_id = r.approved_event_id) LIMIT 5"
+    ).format(key=sql.Identifier(key), table=sql.Identifier(schema, table))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceAudit:
+    """The result of ``verify_workspace``: the chain report plus the row checks."""
+
+    workspace_id: str
+    chain: VerifyReport
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workspace_id": self.workspace_id,
+            "ok": self.ok,
+            "chain": self.chain.to_dict(),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def _connect(dsn: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise SubstrateUnavailableError(
+            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
+        ) from exc
+
+
+def _tenant_of(conn: psycopg.Connection, workspace_id: str) -> UUID:
+    conn.execute(SET_SCOPE_SQL, (workspace_id,))
+    row = conn.execute(SELECT_TENANT_SQL, (workspace_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(
+            f"unknown workspace {workspace_id!r}; `isokron workspace list` shows them"
+        )
+    return UUID(str(row[0]))
+
+
+def iter_chain(
+    conn: psycopg.Connection,
+    tenant_id: UUID,
+    *,
+    with_payloads: bool,
+    bad_payloads: list[Finding] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[ChainRecord]:
+    """Stream one tenant's chain in seq order (server-side cursor, constant memory).
+
+    With ``bad_payloads`` given, the database's own digest check of each payload (computed
+    server-side) appends a ``payload_mismatch`` finding there.
+    """
+    with conn.cursor(name="isokron_chain") as cur:
+        cur.itersize = FETCH_BATCH
+        cur.execute(SELECT_CHAIN_SQL, (with_payloads, tenant_id))
+        n = 0
+        for row in cur:
+            record = ChainRecord(
+                tenant_id=row[0],
+                seq=row[1],
+                event_id=row[2],
+                actor_id=row[3],
+                event_type=row[4],
+                occurred_at_us=row[5],
+                payload_digest=bytes(row[6]),
+                prev_event_hash=bytes(row[7]),
+                this_event_hash=bytes(row[8]),
+                payload_text=row[9],
+            )
+            if bad_payloads is not None and not row[10]:
+                bad_payloads.append(
+                    Finding(
+                        "payload_mismatch",
+                        record.seq,
+                        record.event_id,
+                        f"event seq {record.seq} (event_id {record.event_id}): "
+                        "the stored payload does "
+                        "not match its digest — the payload was edited after it was written",
+                    )
+                )
+            n += 1
+            if progress is not None and n % FETCH_BATCH == 0:
+                progress(n)
+            yield record
+
+
+def verify_workspace(
+    dsn: str,
+    workspace_id: str,
+    *,
+    checkpoints: Sequence[Checkpoint] = (),
+    progress: Callable[[int], None] | None = None,
+) -> WorkspaceAudit:
+    """Verify a workspace's chain and the hashes of what it vouches for."""
+    with _connect(dsn) as conn, conn.transaction():
+        tenant = _tenant_of(conn, workspace_id)
+        bad_payloads: list[Finding] = []
+        report = verify_records(
+            iter_chain(
+                conn, tenant, with_payloads=False, bad_payloads=bad_payloads, progress=progress
+            ),
+            expected_tenant=tenant,
+            checkpoints=checkpoints,
+        )
+        findings = list(bad_payloads)
+        findings += _head_findings(conn, tenant, report)
+        findings += _charter_findings(conn, workspace_id)
+        findings += _scratchpad_findings(conn, workspace_id)
+        findings += _constitution_findings(conn, workspace_id)
+        findings += _orphan_findings(conn, workspace_id, tenant)
+    audit = WorkspaceAudit(workspace_id=workspace_id, chain=report, findings=tuple(findings))
+    log.info(
+        "[isokron.audit.verify] workspace=%s events=%d ok=%s",
+        workspace_id,
+        report.events_checked,
+        audit.ok,
+    )
+    return audit
+
+
+def _head_findings(conn: psycopg.Connection, tenant: UUID, report: VerifyReport) -> list[Finding]:
+    row = conn.execute(SELECT_CHAIN_HEAD_SQL, (tenant,)).fetchone()
+    head_seq, head_hash = (row[0], bytes(row[1])) if row else (0, None)
+    if (report.head_seq or 0) == head_seq and (head_seq == 0 or report.head_hash == head_hash):
+        return []
+    return [
+        Finding(
+            "head_mismatch",
+            report.head_seq,
+            None,
+            f"the chain head records seq {head_seq} but the log ends at seq "
+            f"{report.head_seq or 0} — "
+            "events at the end of the chain were deleted or added outside the append function",
+        )
+    ]
+
+
+def _charter_findings(conn: psycopg.Connection, workspace_id: str) -> list[Finding]:
+    out = []
+    for version, active, md, stored in conn.execute(SELECT_CHARTER_HASHES_SQL, (workspace_id,)):
+        if md is None or hashlib.sha256(md.encode("utf-8")).hexdigest() != stored:
+            state = "active " if active else ""
+            out.append(
+                Finding(
+                    "charter_mismatch",
+                    None,
+                    None,
+                    f"{state}role charter v{version} does not match its SHA-256",
+                )
+            )
+    return out
+
+
+def _scratchpad_findings(conn: psycopg.Connection, workspace_id: str) -> list[Finding]:
+    out = []
+    with conn.cursor(name="isokron_scratchpad") as cur:
+        cur.itersize = FETCH_BATCH
+        cur.execute(SELECT_SCRATCHPAD_CONTENT_SQL, (workspace_id,))
+        for entry_id, content, stored in cur:
+            if content is not None and blake3.blake3(content.encode("utf-8")).hexdigest() != stored:
+                out.append(
+                    Finding(
+                        "scratchpad_mismatch",
+                        None,
+                        None,
+                        f"scratchpad entry {entry_id} does not match its BLAKE3 hash",
+                    )
+                )
+    return out
+
+
+def _constitution_findings(conn: psycopg.Connection, workspace_id: str) -> list[Finding]:
+    return [
+        Finding(
+            "constitution_mismatch",
+            None,
+            None,
+            f"constitution revision {n} does not match its rules_hash",
+        )
+        for (n,) in conn.execute(SELECT_CONSTITUTION_MISMATCH_SQL, (workspace_id,))
+    ]
+
+
+def _orphan_findings(conn: psycopg.Connection, workspace_id: str, tenant: UUID) -> list[Finding]:
+    out = []
+    for schema, table, key in APPROVED_ROW_TABLES:
+        for (row_key,) in conn.execute(
+            orphan_rows_query(schema, table, key), (workspace_id, tenant)
+        ):
+            out.append(
+                Finding(
+                    "orphan_row",
+                    None,
+                    None,
+                    f"{schema}.{table} row {row_key} names no event of the chain — it was "
+                    "written outside the write operations",
+                )
+            )
+    return out
+
+
+def export_workspace(
+    dsn: str, workspace_id: str, target: Any, *, progress: Callable[[int], None] | None = None
+) -> BundleHeader:
+    """Write the workspace's chain to an export bundle (see docs/chain.md)."""
+    with _connect(dsn) as conn, conn.transaction():
+        tenant = _tenant_of(conn, workspace_id)
+        return write_bundle(
+            target,
+            workspace_id=workspace_id,
+            tenant_id=tenant,
+            records=iter_chain(conn, tenant, with_payloads=True, progress=progress),
+        )
+
+
+def make_checkpoint(dsn: str, workspace_id: str) -> Checkpoint:
+    """The current head of the workspace's chain, to be kept outside the database."""
+    with _connect(dsn) as conn, conn.transaction():
+        tenant = _tenant_of(conn, workspace_id)
+        row = conn.execute(SELECT_CHAIN_HEAD_SQL, (tenant,)).fetchone()
+    if row is None or row[0] == 0:
+        raise SubstrateError(f"workspace {workspace_id!r} has no events yet; nothing to checkpoint")
+    return Checkpoint(tenant_id=tenant, seq=row[0], this_event_hash=bytes(row[1]))
