@@ -95,19 +95,24 @@ def boundary(func: Callable[..., T]) -> Callable[..., T]:
         try:
             return func(*args, **kwargs)
         except RefusalError as exc:
-            err.print(f"error: {exc.message} ({exc.code})", markup=False)
+            err.print(f"error: {one_line(exc.message)} ({exc.code})", markup=False)
             raise typer.Exit(1) from None
         except IsoKronError as exc:
-            err.print(f"error: {exc}", markup=False)
+            err.print(f"error: {one_line(str(exc))}", markup=False)
             raise typer.Exit(1) from None
         except (OSError, ValueError, json.JSONDecodeError) as exc:
-            err.print(f"error: {exc}", markup=False)
+            err.print(f"error: {one_line(str(exc))}", markup=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: driver messages (psycopg's hints) span several."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def print_json(data: Any) -> None:

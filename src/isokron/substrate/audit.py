@@ -228,7 +228,9 @@ def _head_findings(conn: psycopg.Connection, tenant: UUID, report: VerifyReport)
 
 def _charter_findings(conn: psycopg.Connection, workspace_id: str) -> list[Finding]:
     out = []
+    any_active = False
     for version, active, md, stored in conn.execute(SELECT_CHARTER_HASHES_SQL, (workspace_id,)):
+        any_active = any_active or active
         if md is None or hashlib.sha256(md.encode("utf-8")).hexdigest() != stored:
             state = "active " if active else ""
             out.append(
@@ -239,6 +241,16 @@ def _charter_findings(conn: psycopg.Connection, workspace_id: str) -> list[Findi
                     f"{state}role charter v{version} does not match its SHA-256",
                 )
             )
+    if not any_active:
+        # set_charter always leaves one version active; none means a change outside the chain.
+        out.append(
+            Finding(
+                "no_active_charter",
+                None,
+                None,
+                "the workspace has no active role charter — agents cannot verify their identity",
+            )
+        )
     return out
 
 

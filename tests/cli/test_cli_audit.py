@@ -1,0 +1,165 @@
+"""Auditor commands: verify (online and from a bundle), export, checkpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cli_support import Cli, CliWorkspace, assert_clean_error
+
+
+def _tamper_event_type(sql: Callable[..., Any], ws: CliWorkspace, seq: int) -> None:
+    sql(
+        "UPDATE hivex_foundation.event_log SET event_type = 'governance.innocent' "
+        "WHERE tenant_id = %s::uuid AND seq = %s",
+        (ws.tenant_id, seq),
+        replica=True,
+    )
+
+
+def test_verify_ok_exits_zero_and_json_parses(cli: Cli, cli_workspace: CliWorkspace) -> None:
+    out = cli.ok("verify", cli_workspace.workspace_id).stdout
+    assert "verified" in out and "5 events" in out
+    data = cli.json("verify", cli_workspace.workspace_id)
+    assert data["ok"] is True
+    assert data["workspace_id"] == cli_workspace.workspace_id
+    assert data["chain"]["events_checked"] == 5
+    assert data["findings"] == []
+
+
+def test_verify_after_tampering_exits_one_and_names_the_problem(
+    cli: Cli, cli_workspace: CliWorkspace, sql: Callable[..., Any]
+) -> None:
+    _tamper_event_type(sql, cli_workspace, 3)
+
+    result = cli("verify", cli_workspace.workspace_id)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "NOT verified" in result.stderr
+    assert "hash_mismatch" in result.stderr and "seq 3" in result.stderr
+    assert "Traceback" not in result.output
+
+    as_json = cli("verify", cli_workspace.workspace_id, "--json")
+    assert as_json.exit_code == 1
+    data = json.loads(as_json.stdout)
+    assert data["ok"] is False
+    assert data["chain"]["first_problem"]["kind"] == "hash_mismatch"
+    assert data["chain"]["first_problem"]["seq"] == 3
+
+
+def test_verify_reports_row_findings_too(
+    cli: Cli, cli_workspace: CliWorkspace, sql: Callable[..., Any]
+) -> None:
+    sql(
+        "UPDATE kronicle.workspace_constitution_revisions SET rules = '{}'::jsonb "
+        "WHERE workspace_id = %s",
+        (cli_workspace.workspace_id,),
+    )
+    result = cli("verify", cli_workspace.workspace_id)
+    assert result.exit_code == 1
+    assert "constitution_mismatch" in result.stderr
+
+
+def test_export_then_verify_the_bundle(
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "chain.jsonl"
+    out = cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle)).stdout
+    assert f"exported 5 events of {cli_workspace.workspace_id}" in out
+    lines = bundle.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 6 and json.loads(lines[0])["event_count"] == 5
+
+    # The bundle verifies with nothing but the file: no --dsn.
+    assert "verified" in cli.ok("verify", "--bundle", str(bundle), dsn=False).stdout
+    data = cli.json("verify", "--bundle", str(bundle), dsn=False)
+    assert data["ok"] is True and data["chain"]["events_checked"] == 5
+
+
+def test_export_to_stdout_is_the_bundle(cli: Cli, cli_workspace: CliWorkspace) -> None:
+    out = cli.ok("export", cli_workspace.workspace_id).stdout
+    header, *events = [json.loads(line) for line in out.splitlines()]
+    assert header["format"] == "isokron-chain-export"
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+
+
+def test_a_tampered_bundle_fails_verification(
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "chain.jsonl"
+    cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle))
+    lines = bundle.read_text(encoding="utf-8").splitlines()
+    event = json.loads(lines[2])
+    event["event_type"] = "governance.something.else"
+    lines[2] = json.dumps(event)
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    result = cli("verify", "--bundle", str(tampered), dsn=False)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "NOT verified" in result.stderr and "hash_mismatch" in result.stderr
+
+    truncated = tmp_path / "truncated.jsonl"
+    truncated.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # header says 5
+    assert cli("verify", "--bundle", str(truncated), dsn=False).exit_code == 1
+
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("this is not a bundle\n", encoding="utf-8")
+    assert_clean_error(cli("verify", "--bundle", str(garbage), dsn=False))
+
+
+def test_checkpoint_then_verify_against_it(
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path, sql: Callable[..., Any]
+) -> None:
+    ws = cli_workspace
+    cp_file = tmp_path / "cp.json"
+    out = cli.ok("checkpoint", ws.workspace_id, "-o", str(cp_file)).stdout
+    assert "at seq 5" in out
+    checkpoint = json.loads(cp_file.read_text(encoding="utf-8"))
+    assert checkpoint["seq"] == 5 and checkpoint["tenant_id"] == ws.tenant_id
+    stdout_cp = json.loads(cli.ok("checkpoint", ws.workspace_id).stdout)
+    assert stdout_cp == checkpoint
+
+    assert (
+        "1 checkpoint(s) confirmed"
+        in cli.ok("verify", ws.workspace_id, "--against", str(cp_file)).stdout
+    )
+    # The chain grows; the checkpoint stays confirmed.
+    cli.ok("policy", "set", ws.workspace_id, "policy.kora_disabled", "true")
+    cli.ok("verify", ws.workspace_id, "--against", str(cp_file))
+
+    # A checkpoint the chain does not contain (as after a consistent rewrite) fails.
+    forged = tmp_path / "other.json"
+    forged.write_text(json.dumps({**checkpoint, "this_event_hash": "00" * 32}), encoding="utf-8")
+    result = cli("verify", ws.workspace_id, "--against", str(forged))
+    assert result.exit_code == 1
+    assert "checkpoint_mismatch" in result.stderr
+
+    # And it works for bundles too.
+    bundle = tmp_path / "chain.jsonl"
+    cli.ok("export", ws.workspace_id, "-o", str(bundle))
+    cli.ok("verify", "--bundle", str(bundle), "--against", str(cp_file), dsn=False)
+    assert (
+        cli("verify", "--bundle", str(bundle), "--against", str(forged), dsn=False).exit_code == 1
+    )
+
+
+def test_a_malformed_checkpoint_file_is_a_clean_error(
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    assert_clean_error(cli("verify", cli_workspace.workspace_id, "--against", str(bad)), "not JSON")
+    bad.write_text('{"seq": 1}', encoding="utf-8")
+    assert_clean_error(cli("verify", cli_workspace.workspace_id, "--against", str(bad)), "missing")
+
+
+def test_verify_needs_a_workspace_or_a_bundle(
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
+) -> None:
+    assert_clean_error(cli("verify"), "give either a WORKSPACE")
+    bundle = tmp_path / "b.jsonl"
+    cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle))
+    assert_clean_error(
+        cli("verify", cli_workspace.workspace_id, "--bundle", str(bundle)), "give either"
+    )
