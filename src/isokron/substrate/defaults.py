@@ -652,6 +652,8 @@ TOOL_CAPABILITIES: dict[str, str] = {
     "iso_link_create": "cap_iso_link_create",
     "kora__decide_proposal": "cap_decide_proposal",
     "kora__decide_escalation": "cap_decide_escalation",
+    "kora__raise_escalation": "cap_raise_escalation",
+    "kora__read_proposals": "cap_read_proposals",
 }
 
 

@@ -1,0 +1,120 @@
+"""How a gateway tool's arguments are checked against its schema, and kept as given.
+
+The SDK validates a tool call's arguments before the tool runs and reports a failure in its own
+words, outside the gateway's pipeline. :class:`ArgumentGuard`, SDK middleware, validates them
+first with the tool's own schema, so a call with bad arguments goes through the pipeline too:
+it is refused ``invalid_argument`` (with a denial event, after the earlier stages) and its
+message names the fields at fault, never the values.
+
+:class:`TextKeepingMetadata` keeps text arguments as text (see its docstring).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cache
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from isokron.gateway.service import Gateway
+
+#: Most validation problems listed in one invalid_argument refusal.
+MAX_LISTED_PROBLEMS = 8
+
+
+class ArgumentGuard:
+    """SDK middleware: a gateway tool call whose arguments fail its schema is refused by the
+    pipeline (``invalid_argument``) rather than by the SDK."""
+
+    def __init__(self, gateway: Gateway, tools: list[Tool]) -> None:
+        self._gateway = gateway
+        self._tools = {tool.name: tool for tool in tools}
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        params = ctx.params
+        if ctx.method != "tools/call" or not isinstance(params, Mapping):
+            return await call_next(ctx)
+        tool = self._tools.get(str(params.get("name")))
+        arguments = params.get("arguments") or {}
+        if tool is None or not isinstance(arguments, Mapping):
+            return await call_next(ctx)
+        problem = argument_problem(tool, arguments)
+        if problem is None:
+            return await call_next(ctx)
+        return await self._gateway.call(tool.name, ctx.request, arguments, argument_error=problem)
+
+
+def argument_problem(tool: Tool, arguments: Mapping[str, Any]) -> str | None:
+    """Why ``arguments`` do not fit ``tool``'s schema, in words (never quoting a value)."""
+    known = set(tool.parameters.get("properties", {}))
+    unknown = sorted(str(k) for k in arguments if k not in known)
+    if unknown:
+        listed = ", ".join(name[:64] for name in unknown[:MAX_LISTED_PROBLEMS])
+        return f"unknown argument(s) {listed}; this tool takes {', '.join(sorted(known))}."
+    text = text_arguments(tool.fn_metadata.arg_model)
+    for name, value in arguments.items():
+        # The SDK parses JSON text given for an object or list argument, and quietly keeps
+        # the text when the parser gives up on its depth: say so instead.
+        if isinstance(value, str) and value[:1] in ("{", "[") and name not in text:
+            try:
+                json.loads(value)
+            except RecursionError:
+                return f"{name}: the JSON text is nested too deeply to parse."
+            except ValueError:
+                continue
+    try:
+        tool.fn_metadata.validate_arguments(dict(arguments))
+    except ValidationError as exc:
+        return describe_validation_error(exc)
+    except RecursionError:
+        return "the arguments are nested too deeply."
+    return None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Pydantic's findings as 'field: problem' phrases, without the rejected values."""
+    problems = [
+        f"{'.'.join(str(part) for part in err['loc']) or 'arguments'}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    more = len(problems) - MAX_LISTED_PROBLEMS
+    text = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+    return text + (f"; and {more} more." if more > 0 else ".")
+
+
+class TextKeepingMetadata(FuncMetadata):
+    """The SDK's argument handling, except that text stays text.
+
+    The SDK parses JSON text given for any argument not annotated exactly ``str`` (for clients
+    that send objects as JSON strings). An optional text argument (``str | None``) whose value
+    happens to be JSON, such as a scratchpad entry holding a tool's JSON output, would become an
+    object and then be refused as "not a valid string". Arguments that accept text are left as
+    given; the others keep the SDK's behaviour.
+    """
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        text = text_arguments(self.arg_model)
+        parsed = super().pre_parse_json({k: v for k, v in data.items() if k not in text})
+        return {k: data[k] if k in text else parsed[k] for k in data}
+
+
+@cache
+def text_arguments(arg_model: type[ArgModelBase]) -> frozenset[str]:
+    """Names (and aliases) of the arguments of ``arg_model`` that accept a string."""
+    names: set[str] = set()
+    for name, field in arg_model.model_fields.items():
+        annotation = field.annotation
+        if annotation is str or (
+            get_origin(annotation) in (Union, UnionType) and str in get_args(annotation)
+        ):
+            names.update({name, field.alias or name})
+    return frozenset(names)

@@ -1,0 +1,265 @@
+"""The MCP server around the pipeline, its two transports, and the process entry point.
+
+``build_server`` makes an ``MCPServer`` (the official SDK's high-level server) whose tools all
+run through one :class:`~isokron.gateway.service.Gateway`. Over HTTP the SDK's bearer-token
+layer authenticates every request with :class:`~isokron.gateway.auth.GatewayTokenVerifier`
+(a refused token gets HTTP 401) and ``GET /healthz`` reports the database's reachability.
+Over stdio the token comes from ``KORA_SERVICE_TOKEN``: the server starts without one, and
+then refuses every call with ``unauthenticated`` so a client sees a clean tool error.
+Bad arguments are caught by ``isokron.gateway.arguments.ArgumentGuard``, SDK middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import uvicorn
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from pydantic import AnyHttpUrl
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from isokron import __version__
+from isokron.errors import SubstrateError
+from isokron.gateway import store
+from isokron.gateway.arguments import ArgumentGuard
+from isokron.gateway.auth import (
+    MISSING_TOKEN_MESSAGE,
+    GatewayTokenVerifier,
+    is_well_formed,
+    refusal_reason,
+)
+from isokron.gateway.service import Gateway
+from isokron.gateway.settings import (
+    DEFAULT_MAX_REQUEST_BODY_BYTES,
+    DEFAULT_POOL_MAX_SIZE,
+    HEALTH_PATH,
+    MCP_PATH,
+    TOKEN_ENV,
+    GatewaySettings,
+)
+from isokron.gateway.tools import build_tools
+from isokron.substrate.connection import create_pool
+from isokron.substrate.dsn import redact_dsn
+from isokron.substrate.writes import token_public_prefix
+
+log = logging.getLogger("isokron.gateway")
+
+SERVER_NAME = "isokron-gateway"
+INSTRUCTIONS = (
+    "IsoKron is this workspace's governed memory. Every write you make here is authorized, "
+    "screened by the workspace constitution and recorded in a tamper-evident chain under your "
+    "name. Read your capability row before attempting something you may not be allowed to do. "
+    "A refusal is a tool error that starts with a code in brackets, e.g. [capability_denied]; "
+    "do not retry refusals other than rate_limited. Pass an idempotency_key when you may retry "
+    "a write. Never write secrets."
+)
+HEALTH_TIMEOUT_SECONDS = 2.0
+#: JSON-RPC error code of an HTTP 401 reply (the implementation-defined server-error range).
+UNAUTHENTICATED_JSONRPC_CODE = -32001
+
+
+def build_server(gateway: Gateway, settings: GatewaySettings) -> MCPServer:
+    """The gateway's MCP server for ``settings.transport``, its tools bound to ``gateway``."""
+    tools = build_tools(gateway)
+    http = settings.transport == "http"
+    server: MCPServer = MCPServer(
+        SERVER_NAME,
+        title="IsoKron gateway",
+        description="Governed, tamper-evident memory for AI agents: the only way to write.",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        tools=tools,
+        middleware=[ArgumentGuard(gateway, tools)],
+        # Bearer tokens are verified here; no OAuth authorization server is advertised
+        # (resource_server_url is None), so issuer_url is never published.
+        token_verifier=GatewayTokenVerifier(gateway.authenticator) if http else None,
+        auth=AuthSettings(issuer_url=AnyHttpUrl(_base_url(settings)), resource_server_url=None)
+        if http
+        else None,
+    )
+
+    @server.custom_route(HEALTH_PATH, methods=["GET"], include_in_schema=False)
+    async def health(_request: Request) -> Response:
+        return await health_response(gateway)
+
+    return server
+
+
+async def health_response(gateway: Gateway) -> JSONResponse:
+    """``{"status", "database", "transport", "version"}``; HTTP 503 when the database is down."""
+    try:
+        await asyncio.wait_for(store.ping(gateway.gateway_pool), HEALTH_TIMEOUT_SECONDS)
+    except (SubstrateError, TimeoutError) as exc:
+        log.warning("[isokron.gateway.health] database unreachable: %s", exc)
+        body = {"status": "degraded", "database": "unreachable"}
+        status = 503
+    else:
+        body = {"status": "ok", "database": "ok"}
+        status = 200
+    body.update(transport=gateway.transport, version=__version__)
+    return JSONResponse(body, status_code=status)
+
+
+class ExplainUnauthenticated:
+    """ASGI wrapper: the SDK's HTTP 401 for a refused token, with the reason a person can act on.
+
+    The status (401) and ``WWW-Authenticate: Bearer error="invalid_token"`` stay as the MCP
+    authorization spec asks; the description in that header becomes the gateway's sentence,
+    and the body becomes a JSON-RPC error (``[unauthenticated] ...``, ``data.code``), which MCP
+    clients surface as the failed request's error instead of a bare status.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        refusal_reason.set(None)
+        rewriting = False
+
+        async def reply(message: Message) -> None:
+            nonlocal rewriting
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                rewriting = True
+                return
+            if rewriting and message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                await _send_unauthenticated(send, refusal_reason.get() or MISSING_TOKEN_MESSAGE)
+                return
+            await send(message)
+
+        await self._app(scope, receive, reply)
+
+
+async def _send_unauthenticated(send: Send, reason: str) -> None:
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": UNAUTHENTICATED_JSONRPC_CODE,
+                "message": f"[unauthenticated] {reason}",
+                "data": {"code": "unauthenticated"},
+            },
+        },
+        ensure_ascii=False,
+    ).encode("utf-8")
+    # A quoted-string in a header: ASCII, no quotes or backslashes.
+    description = (
+        reason.replace("…", "...").replace('"', "'").replace("\\", "/").encode("ascii", "replace")
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (
+                    b"www-authenticate",
+                    b'Bearer error="invalid_token", error_description="' + description + b'"',
+                ),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _base_url(settings: GatewaySettings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+@asynccontextmanager
+async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
+    """A gateway with its two pools, which are closed when the block ends."""
+    reader_pool = await create_pool(settings.reader_dsn, max_size=DEFAULT_POOL_MAX_SIZE)
+    try:
+        gateway_pool: asyncpg.Pool = await create_pool(
+            settings.gateway_dsn, max_size=DEFAULT_POOL_MAX_SIZE
+        )
+        try:
+            yield Gateway(
+                reader_pool=reader_pool,
+                gateway_pool=gateway_pool,
+                transport=settings.transport,
+                governance_ttl=settings.governance_ttl_seconds,
+                stdio_token=settings.stdio_token,
+            )
+        finally:
+            await gateway_pool.close()
+    finally:
+        await reader_pool.close()
+
+
+def http_app(server: MCPServer, settings: GatewaySettings) -> ASGIApp:
+    """The ASGI app serving ``server`` over streamable HTTP, with ``/healthz``."""
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        host=settings.host,
+        max_request_body_size=DEFAULT_MAX_REQUEST_BODY_BYTES,
+    )
+    return ExplainUnauthenticated(app)
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Serve until the transport ends (stdin closes) or the process is interrupted."""
+    async with open_gateway(settings) as gateway:
+        server = build_server(gateway, settings)
+        if settings.transport == "stdio":
+            _announce_stdio(settings)
+            await server.run_stdio_async()
+            return
+        app = http_app(server, settings)
+        # log_config=None: logging belongs to the entry point, not to uvicorn.
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)
+        log.info(
+            "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
+            _base_url(settings),
+            MCP_PATH,
+            HEALTH_PATH,
+            redact_dsn(settings.reader_dsn),
+            redact_dsn(settings.gateway_dsn),
+        )
+        await uvicorn.Server(config).serve()
+
+
+def _announce_stdio(settings: GatewaySettings) -> None:
+    token = settings.stdio_token
+    if not token:
+        log.warning(
+            "[isokron.gateway.start] stdio without a service token: every call will be refused "
+            "(unauthenticated) until %s is set",
+            TOKEN_ENV,
+        )
+    elif not is_well_formed(token):
+        log.warning(
+            "[isokron.gateway.start] the %s value is not a wsk_ token: every call will be "
+            "refused (unauthenticated)",
+            TOKEN_ENV,
+        )
+    else:
+        log.info("[isokron.gateway.start] stdio, token %s…", token_public_prefix(token))
+
+
+def run_gateway(settings: GatewaySettings) -> None:
+    """Run the gateway in the foreground until it is interrupted (Ctrl-C, SIGTERM, EOF).
+
+    Logging is configured by the caller. Raises ``SubstrateUnavailableError`` when the
+    database cannot be reached at start.
+    """
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        log.info("[isokron.gateway.stop] interrupted")
