@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -132,6 +133,22 @@ async def test_token_lookups_are_cached_for_their_ttl(
     with pytest.raises(RefusalError) as refused:
         await authenticator.authenticate(issued.token)
     assert refused.value.code == "unauthenticated" and "revoked" in refused.value.message
+
+
+async def test_a_cached_token_is_never_served_past_its_expiry(
+    gateway_pool: asyncpg.Pool, admin_pool: asyncpg.Pool
+) -> None:
+    tenant = await make_tenant(admin_pool, "authexpiry")
+    issued = await issue(admin_pool, tenant, "kora", expires_in=timedelta(seconds=1))
+    clock = Clock()
+    authenticator = Authenticator(gateway_pool, ttl=60.0, clock=clock)
+    await authenticator.authenticate(issued.token)
+    # The cache entry lives at most until the token's own expiry, not the 60 s TTL.
+    await asyncio.sleep(1.2)
+    clock.now += 1.2
+    with pytest.raises(RefusalError) as refused:
+        await authenticator.authenticate(issued.token)
+    assert refused.value.code == "unauthenticated" and "expired" in refused.value.message
 
 
 async def test_malformed_tokens_never_reach_the_database(substrate: SubstrateDSNs) -> None:

@@ -109,6 +109,11 @@ async def test_a_deleted_policy_is_logged_as_drift_not_refused(
     assert len(drift) == 1 and drift[0].levelno == logging.WARNING
     assert workspace.workspace_id in drift[0].getMessage()
     assert "30 policies, expected 31" in drift[0].getMessage()
+    # Logged once per workspace and count, not on every read.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="isokron.substrate.reads"):
+        await reads.read_policy_registry(reader_pool, workspace.workspace_id)
+    assert not [r for r in caplog.records if POLICY_DRIFT_TAG in r.getMessage()]
 
 
 # ------------------------------------------------------------------------ capabilities

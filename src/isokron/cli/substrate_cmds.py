@@ -25,6 +25,7 @@ from isokron.cli.common import (
 )
 from isokron.errors import ConfigError, NotFoundError
 from isokron.substrate import admin, connection, defaults, reads, writes
+from isokron.substrate.constitution import Constitution
 from isokron.substrate.dsn import redact_dsn
 from isokron.substrate.embedded import default_data_dir, stop_embedded
 from isokron.substrate.migrate import upgrade
@@ -37,6 +38,10 @@ charter_app = typer.Typer(
 policy_app = typer.Typer(help="The workspace's policy registry.", no_args_is_help=True)
 capability_app = typer.Typer(help="The workspace's capability matrix.", no_args_is_help=True)
 token_app = typer.Typer(help="Workspace service tokens (wsk_…).", no_args_is_help=True)
+constitution_app = typer.Typer(
+    help="The workspace's constitution (rules every write is screened against).",
+    no_args_is_help=True,
+)
 
 DEMO_WORKSPACE = "demo"
 
@@ -507,3 +512,80 @@ def token_revoke(
         print_json(result)
     else:
         out.print(f"revoked {result['token_prefix']}… (event {result['event_id']})")
+
+
+# ---------------------------------------------------------------- constitution
+@constitution_app.command("show")
+@boundary
+def constitution_show(
+    workspace_id: WorkspaceArg,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Print the active constitution revision and its rules."""
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> Any:
+        await admin.require_workspace(conn, workspace_id)
+        return await reads.read_active_constitution(conn, workspace_id)
+
+    active = run_async(_with_conn(target.dsns.admin, go))
+    if active is None:
+        raise NotFoundError(f"workspace {workspace_id!r} has no constitution revision yet")
+    if json_out:
+        print_json(
+            {
+                "revision_number": active.revision_number,
+                "revision_id": active.revision_id,
+                "rules_hash": active.rules_hash_hex,
+                "rules": active.rules,
+            }
+        )
+        return
+    out.print(f"revision {active.revision_number} · rules_hash {active.rules_hash_hex}")
+    for rule in active.rules.get("rules", []):
+        out.print(
+            f"  {rule.get('effect', '?'):<9} {rule.get('id', '?')}: {rule.get('description', '')}",
+            markup=False,
+        )
+
+
+@constitution_app.command("set")
+@boundary
+def constitution_set(
+    workspace_id: WorkspaceArg,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON file with the rules (format: docs/gateway.md).", exists=True, dir_okay=False
+        ),
+    ],
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Add a constitution revision; the rules are compiled first, so a bad rule is refused."""
+    try:
+        rules = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file} is not JSON: {exc}") from None
+    if not isinstance(rules, dict):
+        raise ConfigError(f"{file} must hold a JSON object with a rules list")
+    Constitution.from_rules(rules)  # raises ConfigError naming the bad rule
+    target = resolve_target(dsn, data_dir)
+
+    async def go(conn: Any) -> dict[str, Any]:
+        operator = await _operator(conn, workspace_id)
+        return await writes.govern(
+            conn, "revise_constitution", workspace_id, operator, {"rules": rules}
+        )
+
+    result = run_async(_with_conn(target.dsns.admin, go))
+    if json_out:
+        print_json(result)
+    else:
+        out.print(
+            f"constitution revision {result['revision_number']} active "
+            f"(rules_hash {result['rules_hash']}), event {result['event_id']}"
+        )

@@ -159,8 +159,15 @@ class Authenticator:
             return principal_from_record(cached[0], prefix)
         record = await self._lookup(digest)
         if self._ttl > 0:
-            self._remember(digest, record, now + self._ttl, now)
+            self._remember(digest, record, now + self._cache_seconds(record), now)
         return principal_from_record(record, prefix)
+
+    def _cache_seconds(self, record: Mapping[str, Any] | None) -> float:
+        # Never cache an active token past its own expiry.
+        remaining = record.get("expires_in_seconds") if record else None
+        if isinstance(remaining, int | float):
+            return min(self._ttl, float(remaining))
+        return self._ttl
 
     async def _lookup(self, digest: bytes) -> Mapping[str, Any] | None:
         try:

@@ -63,7 +63,7 @@ async def _scoped_tx(
         async with conn.transaction(readonly=True):
             await conn.execute(SET_WORKSPACE_SQL, workspace_id)
             yield conn
-    except asyncpg.PostgresError as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise translate_pg_error(exc) from exc
 
 
@@ -128,8 +128,13 @@ async def read_policy_registry(db: Executor, workspace_id: str) -> tuple[PolicyE
     return policies_from_rows(workspace_id, rows)
 
 
+# (workspace, count) pairs already warned about: drift is logged once, not on every read.
+_DRIFT_WARNED: set[tuple[str, int]] = set()
+
+
 def policies_from_rows(workspace_id: str, rows: list[asyncpg.Record]) -> tuple[PolicyEntry, ...]:
-    if len(rows) != EXPECTED_POLICY_COUNT:
+    if len(rows) != EXPECTED_POLICY_COUNT and (workspace_id, len(rows)) not in _DRIFT_WARNED:
+        _DRIFT_WARNED.add((workspace_id, len(rows)))
         log.warning(
             "[isokron.reads.policy_drift] workspace %s has %d policies, expected %d",
             workspace_id,

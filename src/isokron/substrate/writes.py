@@ -108,7 +108,7 @@ async def govern(
 async def _call(db: Executor, sql: str, *params: Any) -> dict[str, Any]:
     try:
         result = await db.fetchval(sql, *params)
-    except asyncpg.PostgresError as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise translate_pg_error(exc) from exc
     if not isinstance(result, dict):
         raise TypeError(f"substrate returned {type(result).__name__}, expected a JSON object")
@@ -310,5 +310,5 @@ async def erase_event_payload(
 async def _call_void(db: Executor, sql: str, *params: Any) -> None:
     try:
         await db.execute(sql, *params)
-    except asyncpg.PostgresError as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise translate_pg_error(exc) from exc
