@@ -16,7 +16,8 @@ def test_cli_reference_matches_the_commands() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index(START) : readme.index(END) + len(END)]
     assert block == render(app), (
-        "README.md's CLI reference is stale: run `python -m isokron.cli.reference --write README.md`"
+        "README.md's CLI reference is stale: "
+        "run `python -m isokron.cli.reference --write README.md`"
     )
 
 
