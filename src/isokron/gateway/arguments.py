@@ -12,6 +12,7 @@ message names the fields at fault, never the values.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from types import UnionType
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 #: Most validation problems listed in one invalid_argument refusal.
 MAX_LISTED_PROBLEMS = 8
+#: Unknown argument names that are quoted in a refusal; anything else is only counted.
+ARGUMENT_NAME_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 class ArgumentGuard:
@@ -58,7 +61,11 @@ def argument_problem(tool: Tool, arguments: Mapping[str, Any]) -> str | None:
     known = set(tool.parameters.get("properties", {}))
     unknown = sorted(str(k) for k in arguments if k not in known)
     if unknown:
-        listed = ", ".join(name[:64] for name in unknown[:MAX_LISTED_PROBLEMS])
+        # The refusal is chained and logged: name an unknown argument only when it looks like
+        # a name, never arbitrary text (a pasted secret cut short escapes redaction).
+        names = [n for n in unknown if ARGUMENT_NAME_SHAPE.fullmatch(n)][:MAX_LISTED_PROBLEMS]
+        others = len(unknown) - len(names)
+        listed = ", ".join(names + ([f"{others} more that are not names"] if others else []))
         return f"unknown argument(s) {listed}; this tool takes {', '.join(sorted(known))}."
     text = text_arguments(tool.fn_metadata.arg_model)
     for name, value in arguments.items():

@@ -23,6 +23,7 @@ answer with the verdict by stage order (:meth:`Verdict.before_rate_limit`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -40,6 +41,8 @@ from isokron.substrate.constitution import compact_json_size
 
 #: Deepest nesting of objects and lists accepted in a call's arguments.
 MAX_JSON_DEPTH = 64
+#: What a workspace id looks like (the substrate's CHECK on public.workspaces.id).
+WORKSPACE_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 NUL_PROBLEM = "text must not contain NUL characters (\\u0000); they cannot be stored."
 SURROGATE_PROBLEM = (
@@ -70,7 +73,8 @@ class Screening:
     the tool's arguments for a read tool, or the raw arguments of a call that failed schema
     validation (``argument_error`` then says how). ``inline_content`` and ``summary`` are a
     scratchpad entry's text, which have caps of their own; the inline content is left out of
-    the payload cap.
+    the payload cap. ``idempotency_key`` is stored with the write, so the constitution screens
+    it as it screens the arguments (it is not counted in the payload cap).
     """
 
     tool: str
@@ -82,6 +86,7 @@ class Screening:
     argument_error: str | None = None
     inline_content: str | None = None
     summary: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +121,18 @@ def screen(principal: Principal, governance: Governance, call: Screening) -> Ver
     """Screen one call; pure and synchronous (the benchmarked pre-screen + authorization)."""
     requested = call.workspace_id
     if isinstance(requested, str) and requested != principal.workspace_id:
+        # The refusal is chained and logged: quote the request only when it has a workspace
+        # id's shape, never arbitrary text (a pasted secret cut short escapes redaction).
+        other = (
+            f"workspace {requested!r}"
+            if WORKSPACE_ID_SHAPE.fullmatch(requested)
+            else "another workspace (the workspace_id given is not a workspace id)"
+        )
         return refuse(
             Stage.WORKSPACE,
             "workspace_mismatch",
             f"This token belongs to workspace {principal.workspace_id!r}; it cannot act on "
-            f"workspace {requested[:128]!r}.",
+            f"{other}.",
         )
     if governance.stopped:
         return refuse(
@@ -200,8 +212,12 @@ def _check_constitution(governance: Governance, call: Screening, size: int) -> V
             "constitution_denied",
             f"Writes are refused because {problem}; an operator must add a valid revision.",
         )
+    arguments = call.arguments
+    if call.idempotency_key is not None:
+        # The key is stored too (isokron.idempotency_keys): a secret-shaped key is denied.
+        arguments = {**arguments, "idempotency_key": call.idempotency_key}
     decision = constitution.evaluate(
-        tool=call.tool, event_type=call.event_type, arguments=call.arguments, serialized_size=size
+        tool=call.tool, event_type=call.event_type, arguments=arguments, serialized_size=size
     )
     if decision.effect == "allow":
         return None

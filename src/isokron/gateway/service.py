@@ -120,6 +120,7 @@ class Gateway:
         try:
             governance = await self.governance.get(principal.workspace_id, principal.actor_kind)
             prepared, problem = _prepare(spec, arguments, governance, argument_error)
+            key = arguments.get("idempotency_key") if spec.writes else None
             verdict = screen(
                 principal,
                 governance,
@@ -133,10 +134,10 @@ class Gateway:
                     argument_error=problem,
                     inline_content=prepared.inline_content,
                     summary=prepared.summary,
+                    idempotency_key=key if isinstance(key, str) else None,
                 ),
             )
             if spec.writes:
-                key = arguments.get("idempotency_key")
                 return await self._write(
                     spec,
                     principal,

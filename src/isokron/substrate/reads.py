@@ -307,8 +307,7 @@ SEARCH_NODES_SQL = f"""
 SELECT {_NODE_COLUMNS}
 FROM kronicle.iso_nodes
 WHERE workspace_id = $1
-  AND ($2::text IS NULL OR search_tsv @@ websearch_to_tsquery('simple', $2)
-       OR title ILIKE '%' || $2 || '%')
+  AND ($2::text IS NULL OR search_tsv @@ websearch_to_tsquery('simple', $2))
   AND ($3::text IS NULL OR node_type = $3)
   AND ($4 OR status = 'active')
 ORDER BY created_at DESC
@@ -347,7 +346,7 @@ async def search_iso_nodes(
     include_superseded: bool = False,
     limit: int = 20,
 ) -> tuple[IsoNode, ...]:
-    """Nodes matching words of ``query`` (full text) or containing it in the title."""
+    """Nodes whose title or content contain the words of ``query`` (full text, GIN-indexed)."""
     async with scoped(db, workspace_id) as conn:
         rows = await conn.fetch(
             SEARCH_NODES_SQL, workspace_id, query or None, node_type, include_superseded, limit

@@ -1,0 +1,317 @@
+"""Provider costs: session context, prompt block and per-turn overhead, beside holographic.
+
+For each ``N`` of ``Sizes.provider_items`` the workspace holds ``N`` scratchpad entries and
+``N`` iso nodes (each with its chain event), and Hermes's bundled ``holographic`` provider a
+SQLite fact store of ``N`` facts with the same text (inserted in bulk into its own schema).
+
+- Cold session context: ``reads.assemble_session_context`` as the first call on a freshly
+  created reader pool (its connections open, its prepared statements not yet cached).
+- Provider, in a child process (``bench.provider_child``) so that its RSS is its own:
+  ``session_context()`` after a cache flush, warm ``system_prompt_block``, and the per-turn
+  overhead ``on_turn_start`` + ``prefetch`` + ``sync_turn``, with the cache fresh (turns less
+  than the 60 s cache TTL apart) and expired (turns further apart: every turn re-reads).
+- Holographic, in a child process too: the same hooks with the same message. Its per-turn
+  work is ``prefetch`` (an FTS5 search with Jaccard re-ranking); ``on_turn_start`` and
+  ``sync_turn`` do nothing. NumPy is not installed with hermes-agent here, so its optional
+  HRR re-ranking is off, as it is for a default install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.config import Sizes
+from bench.memory import PeakRss
+from bench.preload import SENTENCE, node_item, preload, scratchpad_item
+from bench.report import Row, Section, Target, fmt
+from bench.stats import latency_summary
+from bench.substrate import BenchDatabase, BenchWorkspace, create_bench_workspace
+from isokron.substrate import connection, reads
+
+COUNT_ITEMS_SQL = """
+SELECT (SELECT count(*) FROM kronicle.agent_scratchpad_entries WHERE workspace_id = $1),
+       (SELECT count(*) FROM kronicle.iso_nodes WHERE workspace_id = $1)
+"""
+CHILD_TIMEOUT_SECONDS = 900
+COLD_POOL_SIZE = 7  # assemble_session_context runs its seven reads at once
+
+
+async def _top_up(db: BenchDatabase, ws: BenchWorkspace, target: int) -> tuple[int, int]:
+    pool = await connection.create_pool(db.dsns.gateway, min_size=1, max_size=2)
+    admin = await connection.connect(db.dsns.admin)
+    try:
+        async with connection.workspace_transaction(admin, ws.workspace_id):
+            have_sp, have_nodes = await admin.fetchrow(COUNT_ITEMS_SQL, ws.workspace_id)
+        if target > have_sp:
+            await preload(
+                pool,
+                ws.workspace_id,
+                ws.kora_id,
+                "write_scratchpad_entry",
+                scratchpad_item,
+                target - have_sp,
+                start=have_sp,
+            )
+        if target > have_nodes:
+            await preload(
+                pool,
+                ws.workspace_id,
+                ws.kora_id,
+                "iso_node_create",
+                node_item,
+                target - have_nodes,
+                start=have_nodes,
+            )
+        await admin.execute("ANALYZE")
+        return target, target
+    finally:
+        await admin.close()
+        await pool.close()
+
+
+async def _cold_context(db: BenchDatabase, ws: BenchWorkspace, samples: int) -> dict[str, Any]:
+    cold, warm = [], []
+    for _ in range(samples):
+        pool = await connection.create_pool(
+            db.dsns.reader, min_size=COLD_POOL_SIZE, max_size=COLD_POOL_SIZE
+        )
+        try:
+            start = time.perf_counter()
+            ctx = await reads.assemble_session_context(pool, ws.workspace_id)
+            cold.append(time.perf_counter() - start)
+            assert ctx.role_charter is not None, ctx.identity_error
+            start = time.perf_counter()
+            await reads.assemble_session_context(pool, ws.workspace_id)
+            warm.append(time.perf_counter() - start)
+        finally:
+            await pool.close()
+    return {"cold": latency_summary(cold), "second_call": latency_summary(warm)}
+
+
+def _holographic_db(path: Path, count: int) -> None:
+    """A holographic fact store of ``count`` facts, schema made by the plugin itself."""
+    from plugins.memory.holographic.store import MemoryStore
+
+    store = MemoryStore(db_path=str(path))
+    store.close()
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO facts (content, category, tags, trust_score) VALUES (?, ?, '', 0.5)",
+                (
+                    (f"Run retention after export (#{i}): " + SENTENCE.format(i=i), "project")
+                    for i in range(count)
+                ),
+            )
+    finally:
+        conn.close()
+
+
+def _child(argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float]:
+    """Run ``bench.provider_child`` with ``argv``; return its JSON and its peak RSS (MiB)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.provider_child", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    child = psutil.Process(proc.pid)
+    with PeakRss(lambda: [child]) as rss:
+        try:
+            out, err = proc.communicate(timeout=CHILD_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"provider child {argv[0]} failed ({proc.returncode}): {err.strip()[-1500:]}"
+        )
+    return json.loads(lines[-1]), rss.peak_mib
+
+
+def _summaries(raw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, list):
+            out[key] = latency_summary(value)
+        elif isinstance(value, dict):
+            out[key] = {k: latency_summary(v) for k, v in value.items()}
+        else:
+            out[key] = value
+    return out
+
+
+def run(db: BenchDatabase, sizes: Sizes) -> Section:
+    """Measure the provider beside the holographic provider at each workspace size."""
+    section = Section("Hermes memory provider (vs bundled holographic provider)")
+
+    async def make() -> BenchWorkspace:
+        admin = await connection.connect(db.dsns.admin)
+        try:
+            return await create_bench_workspace(admin, "provider")
+        finally:
+            await admin.close()
+
+    ws = asyncio.run(make())
+    points: dict[int, Any] = {}
+    cold_samples = max(10, min(sizes.provider_samples, 50))
+    with tempfile.TemporaryDirectory(prefix="isokron-bench-holo-") as tmp:
+        for size in sizes.provider_items:
+            asyncio.run(_top_up(db, ws, size))
+            point: dict[str, Any] = {
+                "assemble_session_context": asyncio.run(_cold_context(db, ws, cold_samples))
+            }
+            raw, rss = _child(
+                [
+                    "isokron",
+                    "--samples",
+                    str(sizes.provider_samples),
+                    "--reader-dsn",
+                    db.dsns.reader,
+                    "--gateway-dsn",
+                    db.dsns.gateway,
+                    "--workspace",
+                    ws.workspace_id,
+                ],
+                {"KORA_SERVICE_TOKEN": ws.token},
+            )
+            point["isokron"] = _summaries(raw)
+            point["isokron_peak_rss_mib"] = rss
+            holo = Path(tmp) / f"holographic-{size}.db"
+            _holographic_db(holo, size)
+            raw, rss = _child(
+                ["holographic", "--samples", str(sizes.provider_samples), "--db", str(holo)], {}
+            )
+            point["holographic"] = _summaries(raw)
+            point["holographic_peak_rss_mib"] = rss
+            points[size] = point
+    section.data = {"workspace": ws.workspace_id, "points": {str(k): v for k, v in points.items()}}
+    _rows_and_targets(section, points)
+    return section
+
+
+def _rows_and_targets(section: Section, points: dict[int, Any]) -> None:
+    for size, p in points.items():
+        cold = p["assemble_session_context"]["cold"]
+        iso, holo = p["isokron"], p["holographic"]
+        section.rows += [
+            Row(
+                f"{size:,} items: cold session context (fresh pool) p50",
+                cold["p50_ms"],
+                "ms",
+                note=f"p95 {fmt(cold['p95_ms'])} ms",
+            ),
+            Row(
+                f"{size:,} items: session context, second call on that pool p50",
+                p["assemble_session_context"]["second_call"]["p50_ms"],
+                "ms",
+            ),
+            Row(
+                f"{size:,} items: provider session_context after cache flush p50",
+                iso["session_context_after_flush"]["p50_ms"],
+                "ms",
+            ),
+            Row(
+                f"{size:,} items: warm system_prompt_block p50",
+                iso["system_prompt_block_warm"]["p50_ms"] * 1000,
+                "µs",
+                holo["system_prompt_block_warm"]["p50_ms"] * 1000,
+                "holographic's",
+            ),
+            Row(
+                f"{size:,} items: per-turn overhead, cache fresh p50",
+                iso["turn_cache_fresh"]["turn"]["p50_ms"],
+                "ms",
+                holo["turn"]["turn"]["p50_ms"],
+                "holographic per turn",
+                f"prefetch {fmt(iso['turn_cache_fresh']['prefetch']['p50_ms'])} ms",
+            ),
+            Row(
+                f"{size:,} items: per-turn overhead, cache expired p50",
+                iso["turn_cache_expired"]["turn"]["p50_ms"],
+                "ms",
+                holo["turn"]["turn"]["p50_ms"],
+                "holographic per turn",
+                f"on_turn_start {fmt(iso['turn_cache_expired']['on_turn_start']['p50_ms'])} ms, "
+                f"prefetch {fmt(iso['turn_cache_expired']['prefetch']['p50_ms'])} ms",
+            ),
+        ]
+        if "turn_that_writes" in iso:
+            section.rows.append(
+                Row(
+                    f"{size:,} items: turn whose reply names a capability (writes) p50",
+                    iso["turn_that_writes"]["turn"]["p50_ms"],
+                    "ms",
+                    note=f"sync_turn {fmt(iso['turn_that_writes']['sync_turn']['p50_ms'])} ms",
+                )
+            )
+        section.rows.append(
+            Row(f"{size:,} items: holographic per-turn p95", holo["turn"]["turn"]["p95_ms"], "ms")
+        )
+    largest = max(points)
+    section.rows += [
+        Row(
+            f"peak RSS, provider process ({largest:,} items)",
+            points[largest]["isokron_peak_rss_mib"],
+            "MiB",
+            points[largest]["holographic_peak_rss_mib"],
+            "holographic process",
+        ),
+    ]
+    worst_cold = max(
+        (p["assemble_session_context"]["cold"]["p50_ms"], s) for s, p in points.items()
+    )
+    section.targets.append(
+        Target(
+            "cold session context p50 <= 2 ms",
+            f"worst {fmt(worst_cold[0])} ms (at {worst_cold[1]:,} items)",
+            "<= 2 ms",
+            worst_cold[0] <= 2.0,
+        )
+    )
+    worst_block = max(
+        (p["isokron"]["system_prompt_block_warm"]["p50_ms"] * 1000, s) for s, p in points.items()
+    )
+    section.targets.append(
+        Target(
+            "warm system_prompt_block <= 50 µs",
+            f"worst p50 {fmt(worst_block[0])} µs (at {worst_block[1]:,} items)",
+            "<= 50 µs",
+            worst_block[0] <= 50.0,
+        )
+    )
+    for mode in ("turn_cache_expired", "turn_cache_fresh"):
+        worst = max(
+            (
+                p["isokron"][mode]["turn"]["p50_ms"] / p["holographic"]["turn"]["turn"]["p50_ms"],
+                s,
+                p["isokron"][mode]["turn"]["p50_ms"],
+                p["holographic"]["turn"]["turn"]["p50_ms"],
+            )
+            for s, p in points.items()
+        )
+        label = "cache expired every turn" if mode == "turn_cache_expired" else "cache fresh"
+        section.targets.append(
+            Target(
+                f"per-turn overhead <= holographic's ({label})",
+                f"worst {fmt(worst[2])} ms vs {fmt(worst[3])} ms = {worst[0]:.2f} x "
+                f"(at {worst[1]:,} items)",
+                "<= 1.0 x",
+                worst[0] <= 1.0,
+            )
+        )
