@@ -317,7 +317,7 @@ async def test_the_erasure_exception_cannot_rewrite_an_event(
             "SET payload = '{}'::jsonb, payload_erased = true, event_type = 'kora.forged'",
             "SET payload = '{\"forged\": true}'::jsonb",  # not marked erased
             # marked erased, digest kept, but not the substrate's tombstone shape
-            "SET payload = '{\"rewritten\": \"anything\"}'::jsonb, payload_erased = true",
+            'SET payload = \'{"rewritten": "anything"}\'::jsonb, payload_erased = true',
             "SET payload = jsonb_build_object('erased', true, 'reason', 'x', "
             "'erased_at', 'now', 'extra', 1), payload_erased = true",
         ):

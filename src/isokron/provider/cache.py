@@ -2,7 +2,8 @@
 
 Keys are ``(workspace_id, read_name)``. Values are the frozen models of
 :mod:`isokron.substrate.models`, so threads can share them. A TTL of 0 disables caching
-(every fresh lookup misses; the last value stays available as stale). The cache is thread-safe; it never holds its lock while reading.
+(every fresh lookup misses; the last value stays available as stale). The cache is
+thread-safe; it never holds its lock while reading.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ OWN_SCRATCHPAD = "own_scratchpad"
 CROSS_SCRATCHPAD = "cross_agent_scratchpad"
 EVENTS = "recent_events"
 CONSTITUTION = "constitution"
-ALL_READS = (CHARTER, POLICIES, CAPABILITIES, OWN_SCRATCHPAD, CROSS_SCRATCHPAD, EVENTS, CONSTITUTION)
+ALL_READS = (
+    CHARTER,
+    POLICIES,
+    CAPABILITIES,
+    OWN_SCRATCHPAD,
+    CROSS_SCRATCHPAD,
+    EVENTS,
+    CONSTITUTION,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from isokron.errors import ConfigError
 from isokron.substrate.dsn import validate_dsn
@@ -85,7 +92,9 @@ class IsoKronProviderConfig(BaseModel):
     service_token: SecretStr | None = Field(
         default=None, description="Kora's wsk_ service token for the gateway"
     )
-    cache_ttl_seconds: int = Field(default=DEFAULT_CACHE_TTL_SECONDS, ge=0, le=MAX_CACHE_TTL_SECONDS)
+    cache_ttl_seconds: int = Field(
+        default=DEFAULT_CACHE_TTL_SECONDS, ge=0, le=MAX_CACHE_TTL_SECONDS
+    )
     connect_timeout_seconds: float = Field(
         default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, le=MAX_CONNECT_TIMEOUT_SECONDS
     )
@@ -193,7 +202,9 @@ def config_file_path(hermes_home: str | Path) -> Path:
     return Path(hermes_home).expanduser() / CONFIG_FILE_NAME
 
 
-def read_config_file(hermes_home: str | Path | None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def read_config_file(
+    hermes_home: str | Path | None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The settings in ``$HERMES_HOME/isokron.json`` with ``${VAR}`` expanded ({} if absent)."""
     if hermes_home is None:
         return {}

@@ -2,7 +2,6 @@
 
     IsoKronError                         (isokron.errors)
     └── ProviderError                    the provider could not do what a hook or tool asked
-        ├── ProviderNotReadyError        no workspace, no DSN, not initialized, or shut down
         └── IsoKronMCPInvocationError    a call to the gateway (MCP) did not succeed  (.tool)
             ├── GatewayUnavailableError  could not connect, connection lost, or timed out
             └── GatewayRefusedError      the gateway refused the call   (.code, .message)
@@ -18,15 +17,13 @@ import re
 
 from isokron.errors import REFUSAL_CODES, IsoKronError
 
+#: Codes the gateway uses besides the refusal codes: the database is down, or a crash.
+GATEWAY_ONLY_CODES = ("unavailable", "internal")
 _REFUSAL_TEXT_RE = re.compile(r"^\s*\[(?P<code>[a-z_]+)\]\s*(?P<message>.*)$", re.DOTALL)
 
 
 class ProviderError(IsoKronError):
     """The memory provider could not do what a hook or a tool asked."""
-
-
-class ProviderNotReadyError(ProviderError):
-    """The provider has no workspace or DSN configured, or has been shut down."""
 
 
 class IsoKronMCPInvocationError(ProviderError):
@@ -41,8 +38,13 @@ class GatewayUnavailableError(IsoKronMCPInvocationError):
     """The gateway could not be reached, the connection broke, or the call timed out.
 
     The write may be retried with the same idempotency key: the gateway returns the first
-    result if the original call did land.
+    result if the original call did land. ``starting`` is True when the session was still being
+    opened (a gateway process starting up), which is not an outage.
     """
+
+    def __init__(self, tool: str, message: str, *, starting: bool = False) -> None:
+        super().__init__(tool, message)
+        self.starting = starting
 
 
 class GatewayRefusedError(IsoKronMCPInvocationError):
@@ -60,6 +62,6 @@ def refusal_from_text(tool: str, text: str) -> GatewayRefusedError:
     Text without a recognised ``[code]`` prefix becomes code ``"error"`` with the text kept.
     """
     match = _REFUSAL_TEXT_RE.match(text or "")
-    if match is not None and match.group("code") in (*REFUSAL_CODES, "internal_error"):
+    if match is not None and match.group("code") in (*REFUSAL_CODES, *GATEWAY_ONLY_CODES):
         return GatewayRefusedError(tool, match.group("code"), match.group("message").strip())
     return GatewayRefusedError(tool, "error", (text or "the gateway reported an error").strip())

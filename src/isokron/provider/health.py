@@ -71,7 +71,9 @@ class Outage:
             self._log.error(
                 "[isokron.provider.%s.unavailable] %s; hooks carry on without it and retry "
                 "in the background (next attempt in %.0fs)",
-                self.name, text, self._delay,
+                self.name,
+                text,
+                self._delay,
             )
         else:
             self._log.debug("[isokron.provider.%s.still_down] %s", self.name, text)
@@ -79,8 +81,9 @@ class Outage:
     def succeeded(self) -> None:
         """Record a success; logs the recovery if there was an outage."""
         with self._lock:
-            was_down = self._down_since is not None
-            outage = self._clock() - self._down_since if was_down else 0.0
+            since = self._down_since
+            was_down = since is not None
+            outage = self._clock() - since if since is not None else 0.0
             failures = self.failures
             self._down_since = None
             self._retry_at = 0.0
@@ -90,5 +93,7 @@ class Outage:
         if was_down:
             self._log.info(
                 "[isokron.provider.%s.recovered] reachable again after %.1fs (%d failed attempts)",
-                self.name, outage, failures,
+                self.name,
+                outage,
+                failures,
             )

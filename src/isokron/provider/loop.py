@@ -21,7 +21,7 @@ log = logging.getLogger("isokron.provider.loop")
 T = TypeVar("T")
 
 LOOP_THREAD_NAME = "isokron-provider-io"
-_STOP_TIMEOUT_SECONDS = 5.0
+_STOP_TIMEOUT_SECONDS = 10.0
 
 
 class LoopClosedError(RuntimeError):
@@ -72,11 +72,14 @@ class IoLoop:
             raise
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    def run(
+        self, coro: Coroutine[Any, Any, T], timeout: float, *, cancel_on_timeout: bool = False
+    ) -> T:
         """Submit ``coro`` and wait at most ``timeout`` seconds for its result.
 
         Raises:
-            TimeoutError: the result did not arrive in time (the coroutine keeps running).
+            TimeoutError: the result did not arrive in time; the coroutine keeps running unless
+                ``cancel_on_timeout`` is set.
             LoopClosedError: the loop has been stopped.
             Exception: whatever the coroutine raised.
         """
@@ -87,6 +90,8 @@ class IoLoop:
         try:
             return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
+            if cancel_on_timeout:
+                future.cancel()
             raise TimeoutError(f"no result within {timeout:.1f}s") from None
 
     def in_loop_thread(self) -> bool:
@@ -110,7 +115,9 @@ class IoLoop:
             try:
                 asyncio.run_coroutine_threadsafe(cleanup, loop).result(_STOP_TIMEOUT_SECONDS)
             except concurrent.futures.TimeoutError:
-                log.warning("[isokron.provider.loop] cleanup did not finish in %.0fs", _STOP_TIMEOUT_SECONDS)
+                log.warning(
+                    "[isokron.provider.loop] cleanup did not finish in %.0fs", _STOP_TIMEOUT_SECONDS
+                )
             except Exception as exc:  # noqa: BLE001 - shutdown must finish whatever cleanup raised
                 log.warning("[isokron.provider.loop] cleanup failed: %s", exc)
         try:

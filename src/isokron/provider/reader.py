@@ -1,0 +1,313 @@
+"""The provider's reads: a lazy reader-role pool, the shared read functions, and the TTL cache.
+
+All SQL lives in :mod:`isokron.substrate.reads`; this module decides *when* to read. Reads run
+on the provider's loop; the calling hook waits at most ``hook_timeout_seconds``. A read that
+fails because PostgreSQL is unreachable marks the substrate down (logged once, see
+:mod:`isokron.provider.health`) and the hook carries on with the last values it has.
+
+An identity failure (no active charter, NULL content, SHA-256 mismatch) is not an outage: it is
+cached like a value, as an :class:`IdentityFailure`, so the prompt block can say loudly that the
+identity could not be verified, and it is logged at ERROR once per distinct failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from isokron.errors import IdentityError, SubstrateError, SubstrateUnavailableError
+from isokron.provider import cache as names
+from isokron.provider.cache import TTLCache
+from isokron.provider.health import Outage
+from isokron.provider.loop import IoLoop, LoopClosedError
+from isokron.substrate import reads
+from isokron.substrate.connection import create_pool, translate_pg_error
+from isokron.substrate.models import KoraSessionContext
+
+log = logging.getLogger("isokron.provider.reader")
+
+T = TypeVar("T")
+
+KORA = "kora"
+#: One pooled connection per read of the warm-up, which runs them all at once.
+POOL_MAX_SIZE = len(names.ALL_READS)
+#: A workspace policy that caps how long the provider may serve reads from its cache.
+CACHE_TTL_POLICY = "policy.kora_cache_ttl_seconds"
+_CLOSE_SECONDS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityFailure:
+    """The charter could not be verified; ``message`` says why (no charter text is kept)."""
+
+    message: str
+
+
+class _NoConstitution:
+    """Cached marker: the workspace has no constitution revision yet (distinct from 'not read')."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no constitution revision>"
+
+
+_NO_CONSTITUTION = _NoConstitution()
+
+
+Reader = Callable[[asyncpg.Pool, str], Awaitable[Any]]
+
+#: The seven reads of a session, by cache name (all from the shared reads module).
+READS: dict[str, Reader] = {
+    names.CHARTER: lambda pool, ws: reads.read_active_role_charter(pool, ws),
+    names.POLICIES: lambda pool, ws: reads.read_policy_registry(pool, ws),
+    names.CAPABILITIES: lambda pool, ws: reads.read_capability_row(pool, ws, KORA),
+    names.OWN_SCRATCHPAD: lambda pool, ws: reads.read_own_scratchpad(pool, ws, KORA),
+    names.CROSS_SCRATCHPAD: lambda pool, ws: reads.read_cross_agent_scratchpad(pool, ws, KORA),
+    names.EVENTS: lambda pool, ws: reads.read_recent_events(pool, ws),
+    names.CONSTITUTION: lambda pool, ws: reads.read_active_constitution(pool, ws),
+}
+
+
+class SubstrateReader:
+    """Cached, bounded reads of one substrate through the reader role."""
+
+    def __init__(
+        self,
+        dsn: str,
+        loop: IoLoop,
+        cache: TTLCache,
+        *,
+        connect_timeout: float,
+        timeout: float,
+        outage: Outage | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self._loop = loop
+        self.cache = cache
+        self._configured_ttl = cache.ttl_seconds
+        self._connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.outage = outage or Outage("substrate", log)
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock: asyncio.Lock | None = None
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
+        self._identity_logged: set[str] = set()
+        self._identity_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ sync API (hook threads)
+    def warm(self, workspace_id: str, which: Iterable[str] = names.ALL_READS) -> bool:
+        """Read every named value that is not fresh in the cache, all at once.
+
+        Returns True when everything asked for is fresh afterwards. Never raises: an outage is
+        recorded and logged once; a warm-up that outlives the wait finishes in the background.
+        """
+        wanted = [n for n in which if not self.cache.has(workspace_id, n)]
+        if not wanted:
+            return True
+        if not self.outage.should_try():
+            return False
+        try:
+            return self._loop.run(self._warm_guarded(workspace_id, wanted), self.timeout)
+        except TimeoutError:
+            log.debug(
+                "[isokron.provider.reads.slow] warm-up of %s continues in the background", wanted
+            )
+            return False
+        except LoopClosedError:
+            return False
+
+    def warm_in_background(self, workspace_id: str) -> None:
+        """Start reading what is not fresh without waiting for it (e.g. from ``initialize``)."""
+        wanted = [n for n in names.ALL_READS if not self.cache.has(workspace_id, n)]
+        if wanted and self.outage.should_try():
+            try:
+                self._loop.submit(self._warm_guarded(workspace_id, wanted))
+            except LoopClosedError:
+                return
+
+    def value(self, workspace_id: str, name: str) -> Any:
+        """A fresh value (reading it if needed), else the last one read, else None."""
+        if not self.cache.has(workspace_id, name):
+            self.warm(workspace_id, (name,))
+        return self.cache.get_stale(workspace_id, name)
+
+    def run(self, workspace_id: str, read: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """Run one uncached read now (for tools and recall), bounded by the hook timeout.
+
+        Raises:
+            SubstrateError: the substrate is down (or known down) or the read failed.
+            TimeoutError: no answer within the timeout.
+        """
+        if not self.outage.should_try():
+            raise SubstrateError(f"the substrate is unavailable: {self.outage.last_error}")
+        try:
+            result = self._loop.run(self._run_guarded(read), self.timeout)
+        except LoopClosedError as exc:
+            raise SubstrateError("the provider has been shut down") from exc
+        return result
+
+    def session_context(self, workspace_id: str) -> KoraSessionContext | None:
+        """The typed session context from the cache (reading what is missing); None if a read
+        other than the charter has never succeeded."""
+        self.warm(workspace_id)
+        values = {n: self.cache.get_stale(workspace_id, n) for n in names.ALL_READS}
+        if any(values[n] is None for n in names.ALL_READS if n != names.CHARTER):
+            return None
+        charter = values[names.CHARTER]
+        if isinstance(charter, IdentityFailure):
+            verified, identity_error = None, charter.message
+        elif charter is None:
+            verified, identity_error = None, "the role charter has not been read"
+        else:
+            verified, identity_error = charter, None
+        constitution = values[names.CONSTITUTION]
+        if isinstance(constitution, _NoConstitution):
+            constitution = None
+        return KoraSessionContext(
+            workspace_id=workspace_id,
+            assembled_at=datetime.now(UTC),
+            role_charter=verified,
+            identity_error=identity_error,
+            policies=values[names.POLICIES],
+            capability_matrix_row=values[names.CAPABILITIES],
+            own_scratchpad=values[names.OWN_SCRATCHPAD],
+            cross_agent_scratchpad=values[names.CROSS_SCRATCHPAD],
+            recent_chain_events=values[names.EVENTS],
+            active_constitution_revision_id=constitution.revision_id if constitution else None,
+            active_constitution_rules_hash=constitution.rules_hash_hex if constitution else None,
+        )
+
+    def close(self) -> Awaitable[None]:
+        """A coroutine that closes the pool (run it on the loop, e.g. through ``IoLoop.stop``)."""
+        return self._close()
+
+    # ------------------------------------------------------------------ on the loop
+    async def _pool_now(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await create_pool(
+                    self._dsn, min_size=1, max_size=POOL_MAX_SIZE, timeout=self._connect_timeout
+                )
+            return self._pool
+
+    async def _warm_guarded(self, workspace_id: str, wanted: list[str]) -> bool:
+        """Warm ``wanted``; a warm-up already running for the workspace is joined, not repeated."""
+        running = self._inflight.get(workspace_id)
+        if running is not None and not running.done():
+            await asyncio.wait({running})
+            wanted = [n for n in wanted if not self.cache.has(workspace_id, n)]
+            if not wanted:
+                return True
+        task = asyncio.ensure_future(self._warm_once(workspace_id, wanted))
+        self._inflight[workspace_id] = task
+        return await asyncio.shield(task)
+
+    async def _warm_once(self, workspace_id: str, wanted: list[str]) -> bool:
+        try:
+            await asyncio.wait_for(self._warm(workspace_id, wanted), self.timeout)
+        except (
+            SubstrateError,
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
+            self.outage.failed(_as_substrate_error(exc))
+            return False
+        self.outage.succeeded()
+        return True
+
+    async def _warm(self, workspace_id: str, wanted: list[str]) -> None:
+        pool = await self._pool_now()
+        results = await asyncio.gather(
+            *(READS[n](pool, workspace_id) for n in wanted), return_exceptions=True
+        )
+        first_error: BaseException | None = None
+        for name, result in zip(wanted, results, strict=True):
+            if isinstance(result, IdentityError):
+                self._log_identity_failure(workspace_id, result)
+                self.cache.put(workspace_id, name, IdentityFailure(str(result)))
+            elif isinstance(result, BaseException):
+                first_error = first_error or result
+            elif name == names.CONSTITUTION and result is None:
+                self.cache.put(workspace_id, name, _NO_CONSTITUTION)
+            else:
+                self.cache.put(workspace_id, name, result)
+                if name == names.POLICIES:
+                    self._apply_ttl_policy(result)
+        if first_error is not None:
+            raise first_error
+
+    def _apply_ttl_policy(self, policies: Any) -> None:
+        """The workspace's ``policy.kora_cache_ttl_seconds`` caps the configured TTL."""
+        for entry in policies:
+            value = entry.value
+            if entry.policy_key == CACHE_TTL_POLICY and isinstance(value, int | float):
+                if not isinstance(value, bool) and value >= 0:
+                    self.cache.ttl_seconds = min(self._configured_ttl, float(value))
+                return
+        self.cache.ttl_seconds = self._configured_ttl
+
+    async def _run_guarded(self, read: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        try:
+            pool = await self._pool_now()
+            result = await asyncio.wait_for(read(pool), self.timeout)
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            error = _as_substrate_error(exc)
+            self.outage.failed(error)
+            raise error from exc
+        except SubstrateError as exc:
+            if _is_outage(exc):
+                self.outage.failed(exc)
+            raise
+        self.outage.succeeded()
+        return result
+
+    async def _close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), _CLOSE_SECONDS)
+        except (TimeoutError, OSError, asyncpg.InterfaceError):
+            pool.terminate()
+
+    def _log_identity_failure(self, workspace_id: str, exc: IdentityError) -> None:
+        key = f"{workspace_id}:{exc.__class__.__name__}:{exc}"
+        with self._identity_lock:
+            if key in self._identity_logged:
+                return
+            self._identity_logged.add(key)
+        log.error(
+            "[kora.identity.unverified] %s: %s; the prompt block withholds the charter and says so",
+            exc.__class__.__name__,
+            exc,
+        )
+
+
+def _is_outage(exc: SubstrateError) -> bool:
+    return isinstance(exc, SubstrateUnavailableError)
+
+
+def _as_substrate_error(exc: BaseException) -> SubstrateError:
+    """Translate anything a read raised into a SubstrateError (one line, no traceback)."""
+    if isinstance(exc, SubstrateError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return SubstrateError("the substrate did not answer in time")
+    translated = translate_pg_error(exc)
+    if isinstance(translated, SubstrateError):
+        return translated
+    return SubstrateError(f"{exc.__class__.__name__}: {exc}")
