@@ -22,9 +22,9 @@ from isokron.cli.common import (
     resolve_target,
     run_async,
 )
-from isokron.cli.substrate_cmds import _operator, _with_conn
+from isokron.cli.substrate_cmds import _with_conn, as_operator
 from isokron.errors import ConfigError
-from isokron.substrate import admin, reads, writes
+from isokron.substrate import admin, reads
 
 hermes_app = typer.Typer(help="Hermes Agent integration.", no_args_is_help=True)
 proposal_app = typer.Typer(help="Convention and policy-change proposals.", no_args_is_help=True)
@@ -195,22 +195,17 @@ def proposal_decide(
         raise ConfigError("decision must be accept or reject")
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> dict[str, Any]:
-        operator = await _operator(conn, workspace_id)
-        return await writes.write(
-            conn,
-            "decide_proposal",
-            workspace_id,
-            operator,
-            {
-                "proposal_kind": kind,
-                "proposal_id": str(UUID(proposal_id)),
-                "decision": verdict,
-                "note": note,
-            },
-        )
-
-    result = run_async(_with_conn(target.dsns.admin, go))
+    result = as_operator(
+        target.dsns.admin,
+        workspace_id,
+        "decide_proposal",
+        {
+            "proposal_kind": kind,
+            "proposal_id": str(UUID(proposal_id)),
+            "decision": verdict,
+            "note": note,
+        },
+    )
     print_json(result) if json_out else out.print(
         f"proposal {proposal_id} {verdict} (event {result['event_id']})"
     )
@@ -261,17 +256,12 @@ def escalation_decide(
         raise ConfigError("decision must be approve or reject")
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> dict[str, Any]:
-        operator = await _operator(conn, workspace_id)
-        return await writes.write(
-            conn,
-            "decide_escalation",
-            workspace_id,
-            operator,
-            {"escalation_id": str(UUID(escalation_id)), "decision": verdict, "note": note},
-        )
-
-    result = run_async(_with_conn(target.dsns.admin, go))
+    result = as_operator(
+        target.dsns.admin,
+        workspace_id,
+        "decide_escalation",
+        {"escalation_id": str(UUID(escalation_id)), "decision": verdict, "note": note},
+    )
     print_json(result) if json_out else out.print(
         f"escalation {escalation_id} {verdict} (event {result['event_id']})"
     )

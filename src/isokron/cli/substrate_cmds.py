@@ -77,6 +77,17 @@ async def _operator(conn: Any, workspace_id: str) -> UUID:
     return operator
 
 
+def as_operator(dsn: str, workspace_id: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Perform one chained operation (governance or decision) as the workspace's operator."""
+
+    async def go(conn: Any) -> dict[str, Any]:
+        operator = await _operator(conn, workspace_id)
+        perform = writes.govern if op in writes.GOVERNANCE_OPERATIONS else writes.write
+        return await perform(conn, op, workspace_id, operator, args)
+
+    return run_async(_with_conn(dsn, go))
+
+
 async def _ensure_workspace(dsn: str, workspace_id: str, name: str | None) -> bool:
     conn = await connection.connect(dsn)
     try:
@@ -232,17 +243,12 @@ def charter_set(
     sections = defaults.charter_sections_from_markdown(md)
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> dict[str, Any]:
-        operator = await _operator(conn, workspace_id)
-        return await writes.govern(
-            conn,
-            "set_charter",
-            workspace_id,
-            operator,
-            {"content_md": md, "sections": dict(sections)},
-        )
-
-    result = run_async(_with_conn(target.dsns.admin, go))
+    result = as_operator(
+        target.dsns.admin,
+        workspace_id,
+        "set_charter",
+        {"content_md": md, "sections": dict(sections)},
+    )
     if json_out:
         print_json(result)
     else:
@@ -306,17 +312,12 @@ def policy_set(
         ) from None
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> dict[str, Any]:
-        operator = await _operator(conn, workspace_id)
-        return await writes.govern(
-            conn,
-            "set_policies",
-            workspace_id,
-            operator,
-            {"policies": [{"policy_key": key, "policy_value": parsed}]},
-        )
-
-    result = run_async(_with_conn(target.dsns.admin, go))
+    result = as_operator(
+        target.dsns.admin,
+        workspace_id,
+        "set_policies",
+        {"policies": [{"policy_key": key, "policy_value": parsed}]},
+    )
     if json_out:
         print_json(result)
     else:
@@ -389,17 +390,12 @@ def capability_set(
     """Grant or deny one capability to one actor kind (chained)."""
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> dict[str, Any]:
-        operator = await _operator(conn, workspace_id)
-        return await writes.govern(
-            conn,
-            "set_capabilities",
-            workspace_id,
-            operator,
-            {"capabilities": [{"cap_name": cap_name, "actor_kind": actor_kind, "granted": grant}]},
-        )
-
-    result = run_async(_with_conn(target.dsns.admin, go))
+    result = as_operator(
+        target.dsns.admin,
+        workspace_id,
+        "set_capabilities",
+        {"capabilities": [{"cap_name": cap_name, "actor_kind": actor_kind, "granted": grant}]},
+    )
     if json_out:
         print_json(result)
     else:
@@ -503,11 +499,7 @@ def token_revoke(
     except ValueError:
         args = {"token_prefix": writes.token_public_prefix(token)}
 
-    async def go(conn: Any) -> dict[str, Any]:
-        operator = await _operator(conn, workspace_id)
-        return await writes.govern(conn, "revoke_token", workspace_id, operator, args)
-
-    result = run_async(_with_conn(target.dsns.admin, go))
+    result = as_operator(target.dsns.admin, workspace_id, "revoke_token", args)
     if json_out:
         print_json(result)
     else:
@@ -575,13 +567,7 @@ def constitution_set(
     Constitution.from_rules(rules)  # raises ConfigError naming the bad rule
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> dict[str, Any]:
-        operator = await _operator(conn, workspace_id)
-        return await writes.govern(
-            conn, "revise_constitution", workspace_id, operator, {"rules": rules}
-        )
-
-    result = run_async(_with_conn(target.dsns.admin, go))
+    result = as_operator(target.dsns.admin, workspace_id, "revise_constitution", {"rules": rules})
     if json_out:
         print_json(result)
     else:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -38,17 +41,20 @@ def start_embedded(data_dir: Path | None = None, *, database: str = DEFAULT_DATA
     """
     pgdata = (data_dir or default_data_dir()).expanduser()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        server = _get_server(pgdata)
-        uri = server.get_uri()
-        if database != "postgres":
-            exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{_plain(database)}';")
-            if "1 row" not in exists:
-                server.psql(f'CREATE DATABASE "{_plain(database)}";')
-    except (OSError, RuntimeError, AssertionError) as exc:
-        raise SubstrateUnavailableError(
-            f"could not start the embedded PostgreSQL in {pgdata}: {exc}"
-        ) from exc
+    with _quiet_platformdirs():
+        try:
+            server = _get_server(pgdata)
+            uri = server.get_uri()
+            if database != "postgres":
+                exists = server.psql(
+                    f"SELECT 1 FROM pg_database WHERE datname = '{_plain(database)}';"
+                )
+                if "1 row" not in exists:
+                    server.psql(f'CREATE DATABASE "{_plain(database)}";')
+        except (OSError, RuntimeError, AssertionError) as exc:
+            raise SubstrateUnavailableError(
+                f"could not start the embedded PostgreSQL in {pgdata}: {exc}"
+            ) from exc
     log.info("[isokron.embedded] server ready in %s", pgdata)
     return with_database(uri, database)
 
@@ -58,20 +64,26 @@ def stop_embedded(data_dir: Path | None = None) -> bool:
     pgdata = (data_dir or default_data_dir()).expanduser()
     if not (pgdata / "postmaster.pid").exists():
         return False
-    server = _get_server(pgdata)
-    server.cleanup_mode = "stop"
-    server.cleanup()
+    with _quiet_platformdirs():
+        server = _get_server(pgdata)
+        server.cleanup_mode = "stop"
+        server.cleanup()
     return True
 
 
-def _get_server(pgdata: Path) -> object:
-    import pgserver  # imported lazily: it is only needed for the embedded default
-
+@contextmanager
+def _quiet_platformdirs() -> Iterator[None]:
     # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is unset
     # (containers, CI); the fallback it then uses is fine.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pgserver.get_server(pgdata, cleanup_mode=None)
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        yield
+
+
+def _get_server(pgdata: Path) -> Any:
+    import pgserver  # imported lazily: it is only needed for the embedded default
+
+    return pgserver.get_server(pgdata, cleanup_mode=None)
 
 
 def _plain(name: str) -> str:
