@@ -205,8 +205,11 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
 
 def http_app(server: MCPServer, settings: GatewaySettings) -> ASGIApp:
     """The ASGI app serving ``server`` over streamable HTTP, with ``/healthz``."""
+    # The tools never stream and the gateway sends no notifications, so plain JSON replies
+    # spare the SSE framing (about 40 % of the gateway's CPU per call, docs/benchmarks.md).
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
+        json_response=True,
         host=settings.host,
         max_request_body_size=DEFAULT_MAX_REQUEST_BODY_BYTES,
     )
@@ -222,8 +225,11 @@ async def serve(settings: GatewaySettings) -> None:
             await server.run_stdio_async()
             return
         app = http_app(server, settings)
-        # log_config=None: logging belongs to the entry point, not to uvicorn.
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)
+        # log_config=None: logging belongs to the entry point, not to uvicorn; no access log:
+        # the decision log already records every call.
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, access_log=False
+        )
         log.info(
             "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
             _base_url(settings),

@@ -136,6 +136,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         self._logged: set[str] = set()
         self._log_lock = threading.Lock()
         self._shut_down = False
+        self._prompt_memo: tuple[tuple[Any, ...], str] | None = None
 
     # ------------------------------------------------------------------ identity and setup
     @property
@@ -270,7 +271,17 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             if stale and self._reader.outage.down
             else None
         )
-        return render_prompt_block(
+        # The block is re-rendered only when one of its inputs was replaced in the cache: the
+        # memo holds the input objects themselves and compares them by identity.
+        inputs = (ws, note, *(values[n] for n in shown))
+        memo = self._prompt_memo
+        if (
+            memo is not None
+            and len(memo[0]) == len(inputs)
+            and all(a is b for a, b in zip(memo[0], inputs, strict=True))
+        ):
+            return memo[1]
+        text = render_prompt_block(
             workspace_id=ws,
             charter=None if isinstance(charter, IdentityFailure) else charter,
             identity_error=charter.message if isinstance(charter, IdentityFailure) else None,
@@ -279,6 +290,8 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             recent_events=values[names.EVENTS],
             note=note,
         )
+        self._prompt_memo = (inputs, text)
+        return text
 
     def wait_ready(self, timeout: float = 15.0) -> bool:
         """Block until the gateway session is open (at most ``timeout`` s) and queued writes are
