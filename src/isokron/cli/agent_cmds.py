@@ -22,7 +22,7 @@ from isokron.cli.common import (
     resolve_target,
     run_async,
 )
-from isokron.cli.substrate_cmds import _with_conn, as_operator
+from isokron.cli.substrate_cmds import _with_conn, as_operator, read_workspace
 from isokron.errors import ConfigError
 from isokron.substrate import admin, reads
 
@@ -161,15 +161,14 @@ def proposal_list(
     """List proposals."""
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> Any:
-        await admin.require_workspace(conn, workspace_id)
-        return await reads.read_proposals(
-            conn, workspace_id, status=None if status == "all" else status
-        )
-
-    rows = run_async(_with_conn(target.dsns.admin, go))
+    rows = read_workspace(
+        target.dsns.admin,
+        workspace_id,
+        reads.read_proposals,
+        status=None if status == "all" else status,
+    )
     if json_out:
-        print_json([r.__dict__ if hasattr(r, "__dict__") else _slots(r) for r in rows])
+        print_json([_slots(r) for r in rows])
         return
     table = Table("proposal_id", "kind", "title", "status", "created")
     for r in rows:
@@ -223,13 +222,12 @@ def escalation_list(
     """List escalations."""
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> Any:
-        await admin.require_workspace(conn, workspace_id)
-        return await reads.read_escalation_queue(
-            conn, workspace_id, status=None if status == "all" else status
-        )
-
-    rows = run_async(_with_conn(target.dsns.admin, go))
+    rows = read_workspace(
+        target.dsns.admin,
+        workspace_id,
+        reads.read_escalation_queue,
+        status=None if status == "all" else status,
+    )
     if json_out:
         print_json([_slots(r) for r in rows])
         return

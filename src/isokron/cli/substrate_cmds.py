@@ -88,6 +88,16 @@ def as_operator(dsn: str, workspace_id: str, op: str, args: dict[str, Any]) -> d
     return run_async(_with_conn(dsn, go))
 
 
+def read_workspace(dsn: str, workspace_id: str, read: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one read of an existing workspace (unknown workspace: a clean NotFoundError)."""
+
+    async def go(conn: Any) -> Any:
+        await admin.require_workspace(conn, workspace_id)
+        return await read(conn, workspace_id, *args, **kwargs)
+
+    return run_async(_with_conn(dsn, go))
+
+
 async def _ensure_workspace(dsn: str, workspace_id: str, name: str | None) -> bool:
     conn = await connection.connect(dsn)
     try:
@@ -269,11 +279,7 @@ def charter_show(
     """Print the active charter after verifying its SHA-256 (fails closed)."""
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> Any:
-        await admin.require_workspace(conn, workspace_id)
-        return await reads.read_active_role_charter(conn, workspace_id)
-
-    charter = run_async(_with_conn(target.dsns.admin, go))
+    charter = read_workspace(target.dsns.admin, workspace_id, reads.read_active_role_charter)
     if json_out:
         print_json(
             {
@@ -335,11 +341,7 @@ def policy_list(
     """List the workspace's policies."""
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> Any:
-        await admin.require_workspace(conn, workspace_id)
-        return await reads.read_policy_registry(conn, workspace_id)
-
-    rows = run_async(_with_conn(target.dsns.admin, go))
+    rows = read_workspace(target.dsns.admin, workspace_id, reads.read_policy_registry)
     if json_out:
         print_json({p.policy_key: p.value for p in rows})
         return
@@ -362,11 +364,7 @@ def capability_list(
     """Show one actor kind's capabilities: granted and denied."""
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> Any:
-        await admin.require_workspace(conn, workspace_id)
-        return await reads.read_capability_row(conn, workspace_id, actor_kind)
-
-    row = run_async(_with_conn(target.dsns.admin, go))
+    row = read_workspace(target.dsns.admin, workspace_id, reads.read_capability_row, actor_kind)
     if json_out:
         print_json({"actor_kind": actor_kind, "capabilities": row.capabilities})
         return
@@ -462,11 +460,7 @@ def token_list(
     """List tokens by public prefix and status (never the secret)."""
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> Any:
-        await admin.require_workspace(conn, workspace_id)
-        return await admin.list_tokens(conn, workspace_id)
-
-    rows = run_async(_with_conn(target.dsns.admin, go))
+    rows = read_workspace(target.dsns.admin, workspace_id, admin.list_tokens)
     if json_out:
         print_json(rows)
         return
@@ -518,11 +512,7 @@ def constitution_show(
     """Print the active constitution revision and its rules."""
     target = resolve_target(dsn, data_dir)
 
-    async def go(conn: Any) -> Any:
-        await admin.require_workspace(conn, workspace_id)
-        return await reads.read_active_constitution(conn, workspace_id)
-
-    active = run_async(_with_conn(target.dsns.admin, go))
+    active = read_workspace(target.dsns.admin, workspace_id, reads.read_active_constitution)
     if active is None:
         raise NotFoundError(f"workspace {workspace_id!r} has no constitution revision yet")
     if json_out:
