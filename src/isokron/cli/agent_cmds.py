@@ -139,13 +139,17 @@ def hermes_install(
     ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing plugin folder.")] = False,
 ) -> None:
-    """Write $HERMES_HOME/plugins/isokron/ so Hermes Agent 0.19 discovers the provider."""
+    """Write $HERMES_HOME/plugins/isokron/: the memory provider and the dashboard console tab."""
     from isokron.provider.install import install_hermes_plugin
 
     home = (hermes_home or Path.home() / ".hermes").expanduser()
     path = install_hermes_plugin(home, force=force)
     out.print(f"installed the IsoKron memory provider plugin in {path}")
     out.print("select it in config.yaml:  memory:\n    provider: isokron")
+    out.print(
+        f"the console tab is in {path / 'dashboard'}; enable it with `hermes plugins enable "
+        "isokron` (plugins.enabled in config.yaml) and open `hermes dashboard`"
+    )
 
 
 # ---------------------------------------------------------------- proposals and escalations

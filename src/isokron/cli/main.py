@@ -8,7 +8,7 @@ import os
 import typer
 
 from isokron import __version__
-from isokron.cli import agent_cmds, audit_cmds, substrate_cmds
+from isokron.cli import agent_cmds, audit_cmds, console_cmds, substrate_cmds
 from isokron.cli.common import boundary
 
 app = typer.Typer(
@@ -59,6 +59,7 @@ app.command("checkpoint")(audit_cmds.checkpoint)
 app.command("serve")(agent_cmds.serve)
 app.command("context")(agent_cmds.context)
 app.command("demo")(agent_cmds.demo)
+app.command("console")(console_cmds.console)
 app.add_typer(agent_cmds.hermes_app, name="hermes")
 app.add_typer(agent_cmds.proposal_app, name="proposal")
 app.add_typer(agent_cmds.escalation_app, name="escalation")

@@ -1,0 +1,75 @@
+"""How one console process is configured (``isokron console`` or the Hermes dashboard tab)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from isokron.substrate.dsn import SubstrateDSNs, validate_dsn
+from isokron.substrate.embedded import default_data_dir, start_embedded
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8770
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8765"
+#: A session ends after this long without a request, and after SESSION_MAX_SECONDS in any case.
+SESSION_IDLE_SECONDS = 30 * 60
+SESSION_MAX_SECONDS = 12 * 60 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """Where the console reads from and writes to, and how it behaves.
+
+    ``dsns.reader`` serves the workspace reads (row-level security scopes them to the signed-in
+    operator's workspace); ``dsns.gateway`` authenticates tokens; ``dsns.admin`` runs
+    verification, checkpoints, the migrations gate, the token list and (until the database
+    authenticates operator writes from the token itself) the operator's chained writes.
+    """
+
+    dsns: SubstrateDSNs
+    read_only: bool = False
+    base_path: str = ""
+    gateway_url: str | None = DEFAULT_GATEWAY_URL
+    state_dir: Path | None = None
+    outbox_dir: Path | None = None
+    secure_cookies: bool = False
+    session_idle_seconds: float = SESSION_IDLE_SECONDS
+    session_max_seconds: float = SESSION_MAX_SECONDS
+
+    def normalized_base_path(self) -> str:
+        """``base_path`` as ``/prefix`` without a trailing slash ("" for none)."""
+        p = self.base_path.strip()
+        if not p or p == "/":
+            return ""
+        return "/" + p.strip("/")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def settings_from_environment() -> ConsoleSettings:
+    """Settings for the Hermes tab, from the same variables the CLI reads.
+
+    ``ISOKRON_DSN`` (admin; default: the embedded PostgreSQL in the user data directory),
+    ``ISOKRON_READER_DSN`` / ``ISOKRON_GATEWAY_DSN`` (default: derived), plus
+    ``ISOKRON_CONSOLE_READ_ONLY``, ``ISOKRON_GATEWAY_URL``, ``ISOKRON_OUTBOX_DIR`` and
+    ``ISOKRON_CONSOLE_STATE_DIR``.
+    """
+    given = os.environ.get("ISOKRON_DSN")
+    admin = validate_dsn(given) if given else start_embedded(default_data_dir())
+    dsns = SubstrateDSNs.derive(
+        admin,
+        reader=os.environ.get("ISOKRON_READER_DSN") or None,
+        gateway=os.environ.get("ISOKRON_GATEWAY_DSN") or None,
+    )
+    outbox = os.environ.get("ISOKRON_OUTBOX_DIR")
+    state = os.environ.get("ISOKRON_CONSOLE_STATE_DIR")
+    return ConsoleSettings(
+        dsns=dsns,
+        read_only=_flag("ISOKRON_CONSOLE_READ_ONLY"),
+        gateway_url=os.environ.get("ISOKRON_GATEWAY_URL", DEFAULT_GATEWAY_URL) or None,
+        outbox_dir=Path(outbox) if outbox else None,
+        state_dir=Path(state) if state else None,
+    )
