@@ -22,7 +22,7 @@ from isokron.substrate.dsn import SubstrateDSNs
 PLANTED_SECRETS = {
     "slack": "xoxb-" + "123456789012-1234567890123-" + "AbCdEfGhIjKlMnOpQrStUvWx",
     "sk": "sk-" + "proj" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4",
-    "password_json": '{"db_password": "' + "hunter2-Correct-Horse" + '"}',
+    "password_json": "hunter2-Correct-Horse",
     "dsn": "postgresql://app:" + "S3cretPassw0rd" + "@db.internal:5432/app",
 }
 OPERATOR_COPY = ("wsk_* token valid", "Token rotation — wsk_*")
@@ -63,13 +63,26 @@ async def seed_workspace(admin_dsn: str, workspace_id: str) -> SeededWorkspace:
         ws.planted_wsk = kora_tok.token
         secret_text = (
             f"deploy notes: token {kora_tok.token} slack {PLANTED_SECRETS['slack']} "
-            f"key {PLANTED_SECRETS['sk']} cfg {PLANTED_SECRETS['password_json']} "
+            f"key {PLANTED_SECRETS['sk']} "
+            f'cfg {{"db_password": "{PLANTED_SECRETS["password_json"]}"}} '
             f"dsn {PLANTED_SECRETS['dsn']}"
         )
-        await kora_write(conn, ws, "write_scratchpad_entry", writes.scratchpad_args(
-            kind="observation", summary="plain observation", content="the build is green"))
-        drift = await kora_write(conn, ws, "write_scratchpad_entry", writes.scratchpad_args(
-            kind="plan", summary="plan that will drift", content="step one, step two"))
+        await kora_write(
+            conn,
+            ws,
+            "write_scratchpad_entry",
+            writes.scratchpad_args(
+                kind="observation", summary="plain observation", content="the build is green"
+            ),
+        )
+        drift = await kora_write(
+            conn,
+            ws,
+            "write_scratchpad_entry",
+            writes.scratchpad_args(
+                kind="plan", summary="plan that will drift", content="step one, step two"
+            ),
+        )
         # A secret-bearing note: the default constitution would refuse it through the gateway,
         # so it is planted the way a compromised row would be — by the superuser.
         await conn.execute(
@@ -80,23 +93,94 @@ async def seed_workspace(admin_dsn: str, workspace_id: str) -> SeededWorkspace:
             workspace_id,
             drift["entry_id"],
         )
-        a = await kora_write(conn, ws, "iso_node_create", {"node_type": "fact", "title": "Build is green", "content": "CI passes"})
-        b = await kora_write(conn, ws, "iso_node_create", {"node_type": "fact", "title": "Release 1.0 ready", "content": "tagged"})
-        c = await kora_write(conn, ws, "iso_node_create", {"node_type": "decision", "title": "Ship on Friday", "content": "agreed"})
-        await kora_write(conn, ws, "iso_link_create", {"from_node_id": a["node_id"], "to_node_id": b["node_id"], "link_type": "supports"})
-        d = await kora_write(conn, ws, "iso_node_supersede", {
-            "node_id": c["node_id"], "title": "Ship on Monday", "reason": "moved"})
+        a = await kora_write(
+            conn,
+            ws,
+            "iso_node_create",
+            {"node_type": "fact", "title": "Build is green", "content": "CI passes"},
+        )
+        b = await kora_write(
+            conn,
+            ws,
+            "iso_node_create",
+            {"node_type": "fact", "title": "Release 1.0 ready", "content": "tagged"},
+        )
+        c = await kora_write(
+            conn,
+            ws,
+            "iso_node_create",
+            {"node_type": "decision", "title": "Ship on Friday", "content": "agreed"},
+        )
+        await kora_write(
+            conn,
+            ws,
+            "iso_link_create",
+            {"from_node_id": a["node_id"], "to_node_id": b["node_id"], "link_type": "supports"},
+        )
+        d = await kora_write(
+            conn,
+            ws,
+            "iso_node_supersede",
+            {"node_id": c["node_id"], "title": "Ship on Monday", "reason": "moved"},
+        )
         new_id = d.get("new_node_id") or d.get("node_id")
-        await kora_write(conn, ws, "iso_link_create", {"from_node_id": b["node_id"], "to_node_id": new_id, "link_type": "enables"})
-        await kora_write(conn, ws, "propose_convention", {"title": "Name branches by issue", "body": "Branch names carry the issue number", "rationale": "traceable"})
-        await kora_write(conn, ws, "propose_policy_change", {"policy_key": "policy.kora_rate_limit_per_minute", "proposed_value": 90, "rationale": "bursts"})
-        esc = await kora_write(conn, ws, "raise_escalation", {
-            "tool": "iso_node_create", "rule_id": "escalate-decisions", "reason": "decisions need an operator",
-            "request": {"op": "iso_node_create", "args": {"node_type": "decision", "title": "Hire a tester", "content": "approved by ops"}},
-        })
+        await kora_write(
+            conn,
+            ws,
+            "iso_link_create",
+            {"from_node_id": b["node_id"], "to_node_id": new_id, "link_type": "enables"},
+        )
+        await kora_write(
+            conn,
+            ws,
+            "propose_convention",
+            {
+                "title": "Name branches by issue",
+                "body": "Branch names carry the issue number",
+                "rationale": "traceable",
+            },
+        )
+        await kora_write(
+            conn,
+            ws,
+            "propose_policy_change",
+            {
+                "policy_key": "policy.kora_rate_limit_per_minute",
+                "proposed_value": 90,
+                "rationale": "bursts",
+            },
+        )
+        esc = await kora_write(
+            conn,
+            ws,
+            "raise_escalation",
+            {
+                "tool": "iso_node_create",
+                "rule_id": "escalate-decisions",
+                "reason": "decisions need an operator",
+                "request": {
+                    "op": "iso_node_create",
+                    "args": {
+                        "node_type": "decision",
+                        "title": "Hire a tester",
+                        "content": "approved by ops",
+                    },
+                },
+            },
+        )
         ws.escalation_id = esc["escalation_id"]
-        for code in ("capability_denied", "rate_limited", "constitution_denied", "capability_denied"):
-            await kora_write(conn, ws, "record_denial", {"tool": "iso_node_create", "code": code, "reason": "refused in test"})
+        for code in (
+            "capability_denied",
+            "rate_limited",
+            "constitution_denied",
+            "capability_denied",
+        ):
+            await kora_write(
+                conn,
+                ws,
+                "record_denial",
+                {"tool": "iso_node_create", "code": code, "reason": "refused in test"},
+            )
         return ws
     finally:
         await conn.close()
@@ -109,7 +193,10 @@ class ConsoleServer:
         self.port = free_port()
         self.settings = ConsoleSettings(dsns=dsns, state_dir=state_dir, gateway_url=None, **kwargs)
         config = uvicorn.Config(
-            create_app(self.settings), host="127.0.0.1", port=self.port, access_log=False,
+            create_app(self.settings),
+            host="127.0.0.1",
+            port=self.port,
+            access_log=False,
             log_level="warning",
         )
         self.server = uvicorn.Server(config)

@@ -7,7 +7,6 @@ told where to look (no gateway URL, no outbox folder). One gate failing never st
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import urllib.error
 import urllib.request
@@ -140,7 +139,13 @@ GATES: tuple[tuple[str, str, Callable[[GateContext], Awaitable[tuple[str, str]]]
 async def _one(key: str, title: str, check: Any, ctx: GateContext) -> Gate:
     try:
         status, reason = await check(ctx)
-    except (IsoKronError, asyncpg.PostgresError, OSError, ValueError, json.JSONDecodeError) as exc:
+    except (
+        IsoKronError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        OSError,
+        ValueError,
+    ) as exc:
         status, reason = "fail", f"{type(exc).__name__}: {exc}"
     return Gate(key, title, status, reason)
 

@@ -26,8 +26,10 @@ CREDENTIAL_SHAPES: dict[str, re.Pattern[str]] = {
         r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}"
     ),
     "sk_api_key": re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"),
+    # A JSON field, also when the JSON sits escaped inside another JSON string (\"key\": \"v\").
     "json_password_field": re.compile(
-        r'"(?:[A-Za-z0-9_-]*(?:password|passwd|secret|api[_-]?key))"\s*:\s*"(?P<v>(?:[^"\\]|\\.)+)"',
+        r'(?P<q>\\?)"[A-Za-z0-9_-]*(?:password|passwd|secret|api[_-]?key)(?P=q)"\s*:\s*'
+        r'(?P=q)"(?P<v>(?:(?!(?P=q)")[^"\n])+)(?P=q)"',
         re.IGNORECASE,
     ),
     "dsn_password": re.compile(r"\b[a-z][a-z0-9+.-]*://[^:/@\s]+:(?P<v>[^@\s/]+)@"),
