@@ -220,4 +220,19 @@ class ConsoleServer:
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """Run a coroutine to completion on a fresh loop in its own thread (Playwright's sync API
+    keeps an event loop running on the test's thread)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 — re-raised on the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

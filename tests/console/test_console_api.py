@@ -95,6 +95,7 @@ def test_refusals_at_sign_in(console: ConsoleServer, seeded: SeededWorkspace) ->
     caught += resp.status_code == 403 and COOKIE_NAME not in resp.cookies
     tried += 1
     caught += client.get("/api/panels/gates").status_code == 401
+    assert client.get("/api/session").json()["signed_in"] is False
     print(f"\nsign-in refusals: {caught}/{tried} caught")
     assert caught == tried
 

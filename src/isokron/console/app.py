@@ -235,9 +235,11 @@ class ConsoleApp:
             session = await self._live(request)
         except IsoKronError as exc:
             return error_response(exc)
-        if session is None:
-            return _error(401, "unauthenticated", "sign in with an operator token")
-        return _json({**session.public(), "server_read_only": self.settings.read_only})
+        if session is None:  # a question, not a refusal: the page asks before showing sign-in
+            return _json({"signed_in": False, "server_read_only": self.settings.read_only})
+        return _json(
+            {**session.public(), "signed_in": True, "server_read_only": self.settings.read_only}
+        )
 
     async def sign_in(self, request: Request) -> Response:
         if not _same_origin(request):
@@ -258,7 +260,9 @@ class ConsoleApp:
         del token
         read_only = bool(body.get("read_only")) or self.settings.read_only
         session = self.state.sessions.create(principal, digest, read_only=read_only)
-        response = _json({**session.public(), "server_read_only": self.settings.read_only})
+        response = _json(
+            {**session.public(), "signed_in": True, "server_read_only": self.settings.read_only}
+        )
         response.set_cookie(
             COOKIE_NAME,
             session.session_id,

@@ -7,7 +7,7 @@ Results are JSON-ready dicts (hashes as hex, times as ISO 8601).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -98,7 +98,8 @@ SELECT date_trunc('hour', el.occurred_at) AS hour,
        count(*) AS n
 FROM hivex_foundation.event_log el
 JOIN hivex_foundation.tenant t ON t.tenant_id = el.tenant_id
-WHERE t.clerk_org_id = $1 AND el.occurred_at >= now() - make_interval(hours => $2)
+WHERE t.clerk_org_id = $1
+  AND el.occurred_at >= date_trunc('hour', now()) - make_interval(hours => $2 - 1)
 GROUP BY 1, 2, 3
 ORDER BY 1
 """
@@ -226,10 +227,16 @@ async def graph(pool: asyncpg.Pool, workspace_id: str, *, limit: int = 200) -> d
 async def activity(pool: asyncpg.Pool, workspace_id: str, *, hours: int = 48) -> dict[str, Any]:
     """Writes and denials (by refusal code) per hour over the last ``hours`` hours."""
     rows = await fetch_all(pool, workspace_id, SELECT_ACTIVITY_SQL, hours)
+    # One bucket per hour of the window, empty ones included, so the charts' x axis is time.
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     buckets: dict[str, dict[str, Any]] = {}
+    for back in range(hours - 1, -1, -1):
+        hour = (now - timedelta(hours=back)).isoformat()
+        buckets[hour] = {"hour": hour, "writes": 0, "denials": {}}
     codes: set[str] = set()
     for r in rows:
-        b = buckets.setdefault(r["hour"], {"hour": r["hour"], "writes": 0, "denials": {}})
+        hour = datetime.fromisoformat(r["hour"]).astimezone(UTC).isoformat()
+        b = buckets.setdefault(hour, {"hour": hour, "writes": 0, "denials": {}})
         if r["kind"] == "write":
             b["writes"] += r["n"]
         else:

@@ -92,8 +92,8 @@
   IsoKronConsole.prototype.start = function () {
     var self = this;
     return this.api("GET", "/api/session").then(function (s) {
-      self.session = s; self.shell();
-    }, function () { self.signIn(); });
+      if (s.signed_in) { self.session = s; self.shell(); } else { self.signIn(); }
+    }, function (err) { self.signIn(err.message); });
   };
 
   IsoKronConsole.prototype.clearTimers = function () {
