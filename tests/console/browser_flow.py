@@ -119,7 +119,9 @@ class Walk:
         self.shot("token-issued")
         row = f"#ik-tokens tr[data-prefix='{token[:12]}']"
         self.page.click(f"{row} .ik-revoke")
-        self.page.wait_for_selector(f"#ik-tokens tr[data-prefix='{token[:12]}'][data-status='revoked']")
+        self.page.wait_for_selector(
+            f"#ik-tokens tr[data-prefix='{token[:12]}'][data-status='revoked']"
+        )
         return token
 
     def download_bundle(self, dest: Path) -> dict[str, Any]:

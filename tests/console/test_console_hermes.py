@@ -58,8 +58,16 @@ def hermes_dashboard(substrate: SubstrateDSNs, tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "hermes.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(hermes), "dashboard", "--port", str(port), "--host", "127.0.0.1",
-             "--no-open", "--skip-build"],
+            [
+                str(hermes),
+                "dashboard",
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--no-open",
+                "--skip-build",
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
