@@ -46,6 +46,10 @@ def console(
             help="Where the console keeps checkpoints (default: user data dir).", file_okay=False
         ),
     ] = None,
+    secure_cookies: Annotated[
+        bool,
+        typer.Option("--secure-cookies", help="Mark the session cookie Secure (behind TLS)."),
+    ] = False,
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -67,6 +71,7 @@ def console(
         gateway_url=gateway_url or None,
         outbox_dir=outbox_dir,
         state_dir=state_dir,
+        secure_cookies=secure_cookies,
     )
     shown = settings.normalized_base_path()
     mode = " (read-only)" if read_only else ""
