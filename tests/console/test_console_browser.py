@@ -96,3 +96,51 @@ def test_auditor_session_is_read_only_in_the_browser(
     walk.read_only_has_no_controls()
     walk.shot("15-read-only-auditor")
     assert walk.errors == []
+
+
+HOSTILE = '<img id="ik-xss" src="x" onerror="window.__xss = 1">'
+
+
+def test_agent_written_markup_is_shown_as_text(
+    browser: Any, console: ConsoleServer, seeded: SeededWorkspace, substrate: SubstrateDSNs
+) -> None:
+    async def hostile_writes() -> None:
+        import asyncpg
+
+        from isokron.substrate import writes
+        from isokron.substrate.connection import init_connection
+
+        conn = await asyncpg.connect(substrate.admin)
+        try:
+            await init_connection(conn)
+            await kora_write(
+                conn,
+                seeded,
+                "iso_node_create",
+                {"node_type": "fact", "title": HOSTILE, "content": HOSTILE},
+            )
+            await kora_write(
+                conn,
+                seeded,
+                "write_scratchpad_entry",
+                writes.scratchpad_args(kind="observation", summary=HOSTILE, content=HOSTILE),
+            )
+        finally:
+            await conn.close()
+
+    run(hostile_writes())
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    walk = Walk(page, Path("/tmp"), "unused-")
+    page.goto(console.url + "/")
+    walk.sign_in(seeded.operator_token)
+    shown = 0
+    for panel in ("graph", "scratchpad", "chain"):
+        walk.open(panel)
+        if panel == "chain":
+            page.click("#ik-chain-rows tr[data-type='kora.scratchpad.written']")
+            page.wait_for_selector("#ik-payload")
+        assert page.query_selector("#ik-xss") is None, panel
+        assert page.evaluate("window.__xss") is None, panel
+        shown += "<img id=" in page.inner_text("body")
+    print(f"\nhostile markup: rendered as text in {shown}/3 panels, executed in 0")
+    assert shown == 3
