@@ -205,8 +205,8 @@ def test_decisions_are_chained_by_the_operator_and_the_chain_still_verifies(
     assert resp.status_code == 200, resp.text
     assert resp.json()["status"] == "approved" and resp.json()["applied"]["node_id"]
     # The decision (by the operator) and, in the same transaction, the held write it performs
-    # (by the agent that asked for it).
-    assert last_events(substrate, seeded.workspace_id, 2) == [
+    # (by the agent that asked for it, its capability re-checked now).
+    assert sorted(last_events(substrate, seeded.workspace_id, 2)) == [
         ("governance.escalation.decided", "operator"),
         ("kora.node.created", "kora"),
     ]
@@ -245,3 +245,62 @@ def test_sessions_see_only_their_own_workspace(
     assert not {t["token_prefix"] for t in theirs} & {
         t["token_prefix"] for t in client.get("/api/panels/tokens").json()["tokens"]
     }
+
+
+def test_console_writes_need_no_admin_credentials(
+    substrate: SubstrateDSNs, seeded: SeededWorkspace, tmp_path: object
+) -> None:
+    """The operator's writes go through the gateway role with the token's hash: a console whose
+    "admin" DSN is only the read-only role still decides, and the database names the operator."""
+    from pathlib import Path
+
+    weak = SubstrateDSNs(admin=substrate.reader, reader=substrate.reader, gateway=substrate.gateway)
+    with ConsoleServer(weak, Path(str(tmp_path)) / "weak") as server:
+        client, csrf = sign_in(server, seeded.operator_token)
+        resp = client.post(
+            f"/api/escalations/{seeded.escalation_id}/decision",
+            json={"decision": "reject", "reason": "not now"},
+            headers={CSRF_HEADER: csrf},
+        )
+        assert resp.status_code == 200, resp.text
+    assert last_event(substrate, seeded.workspace_id) == (
+        "governance.escalation.decided",
+        "operator",
+    )
+
+
+def test_the_database_refuses_governance_by_a_non_operator_token(
+    substrate: SubstrateDSNs, seeded: SeededWorkspace
+) -> None:
+    """Even with the console's own operator check bypassed, an agent's token hash cannot govern."""
+    from console_support import run
+
+    from isokron.console.actions import OperatorActions, authenticate_digest
+    from isokron.errors import RefusalError
+    from isokron.substrate.connection import create_pool
+    from isokron.substrate.writes import token_sha256
+
+    async def attempt() -> str:
+        reader = await create_pool(substrate.reader, min_size=0, max_size=1)
+        gateway = await create_pool(substrate.gateway, min_size=0, max_size=1)
+        try:
+            digest = token_sha256(seeded.kora_token)
+            kora = await authenticate_digest(gateway, digest, seeded.kora_token[:12])
+            actions = OperatorActions(reader, gateway)
+            try:
+                await actions.set_policy(kora, digest, "policy.kora_disabled", False)
+            except RefusalError as exc:
+                return exc.code
+            return "written"
+        finally:
+            await reader.close()
+            await gateway.close()
+
+    before = events(substrate, seeded.workspace_id)
+    code = run(attempt())
+    assert code != "written", "an agent's token set a policy"
+    assert last_event(substrate, seeded.workspace_id)[0] != "governance.policy.set"
+    print(
+        f"\nagent token governing: refused ({code}); events {before} -> "
+        f"{events(substrate, seeded.workspace_id)}"
+    )

@@ -1,9 +1,10 @@
 """The console's changes: each one the same governed, chained write operation the CLI makes.
 
-Every change goes through :mod:`isokron.substrate.writes` as the signed-in operator. Before it,
-the operator's credential (the SHA-256 of the token the session was opened with) is checked
-again through the gateway role's ``isokron_api.authenticate_token``: a token revoked or expired
-since sign-in, or whose actor was disabled, stops the change and ends the session.
+Every change goes through :mod:`isokron.substrate.writes` on the **gateway role** with the
+SHA-256 of the operator's token (``writes.write_with_token``): the database itself resolves the
+actor, its kind and its workspace from that hash in the write's transaction, refuses a revoked or
+expired token or a disabled actor (``unauthenticated``), and lets only an operator decide or
+govern. The console's process credentials alone cannot act as anyone.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ log = logging.getLogger("isokron.console.actions")
 OPERATOR_KIND = "operator"
 
 
-async def authenticate_digest(gateway_pool: asyncpg.Pool, digest: bytes, prefix: str) -> Principal:
+async def authenticate_digest(
+    gateway_pool: asyncpg.Pool, digest: bytes, prefix: str
+) -> Principal:
     """The principal a token's SHA-256 stands for, asked of the database now (never cached)."""
     try:
         record = await gateway_pool.fetchval(AUTHENTICATE_TOKEN_SQL, digest)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise translate_pg_error(exc) from exc
-    return principal_from_record(record if isinstance(record, dict) else None, prefix)
+    return principal_from_record(record if isinstance(record, dict) else None, prefix, digest)
 
 
 def require_operator(principal: Principal) -> None:
@@ -45,31 +48,24 @@ def require_operator(principal: Principal) -> None:
 
 
 class OperatorActions:
-    """Chained writes by the operator of one session."""
+    """Chained writes by the operator whose token hash a session holds."""
 
-    def __init__(self, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool) -> None:
-        self._admin = admin_pool
+    def __init__(self, reader_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool) -> None:
+        self._reader = reader_pool
         self._gateway = gateway_pool
-
-    async def _operator(self, principal: Principal, digest: bytes) -> Principal:
-        current = await authenticate_digest(self._gateway, digest, principal.token_prefix)
-        require_operator(current)
-        if current.workspace_id != principal.workspace_id:
-            raise RefusalError("workspace_mismatch", "the session's token changed workspace")
-        return current
 
     async def perform(
         self, principal: Principal, digest: bytes, op: str, args: dict[str, Any]
     ) -> dict[str, Any]:
-        """One operation (decision or governance) by the session's operator; returns its result."""
-        who = await self._operator(principal, digest)
-        perform = writes.govern if op in writes.GOVERNANCE_OPERATIONS else writes.write
-        result = await perform(self._admin, op, who.workspace_id, who.actor_id, args)
+        """One operation (decision or governance) as the token's holder; returns its result."""
+        result = await writes.write_with_token(
+            self._gateway, op, digest, args, workspace_id=principal.workspace_id
+        )
         log.info(
             "[isokron.console.write] workspace=%s op=%s token=%s… event=%s",
-            who.workspace_id,
+            principal.workspace_id,
             op,
-            who.token_prefix,
+            principal.token_prefix,
             result.get("event_id"),
         )
         return result
@@ -129,17 +125,20 @@ class OperatorActions:
         label: str,
         expires_at: datetime | None,
     ) -> writes.IssuedToken:
-        who = await self._operator(principal, digest)
-        holder = await reads.actor_id_of_kind(self._admin, who.workspace_id, actor_kind)
+        holder = await reads.actor_id_of_kind(self._reader, principal.workspace_id, actor_kind)
         if holder is None:
             raise NotFoundError(f"this workspace has no active {actor_kind!r} actor")
-        async with self._admin.acquire() as conn:
-            issued = await writes.issue_token(
-                conn, who.workspace_id, who.actor_id, holder, label=label, expires_at=expires_at
-            )
+        issued = await writes.issue_token_with_token(
+            self._gateway,
+            digest,
+            holder,
+            workspace_id=principal.workspace_id,
+            label=label,
+            expires_at=expires_at,
+        )
         log.info(
             "[isokron.console.write] workspace=%s op=issue_token token=%s… event=%s",
-            who.workspace_id,
+            principal.workspace_id,
             issued.token_prefix,
             issued.event_id,
         )

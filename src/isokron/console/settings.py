@@ -22,9 +22,9 @@ class ConsoleSettings:
     """Where the console reads from and writes to, and how it behaves.
 
     ``dsns.reader`` serves the workspace reads (row-level security scopes them to the signed-in
-    operator's workspace); ``dsns.gateway`` authenticates tokens; ``dsns.admin`` runs
-    verification, checkpoints, the migrations gate, the token list and (until the database
-    authenticates operator writes from the token itself) the operator's chained writes.
+    operator's workspace); ``dsns.gateway`` authenticates tokens and performs the operator's
+    writes, which the database authenticates from the token's SHA-256; ``dsns.admin`` runs
+    verification, checkpoints, the migrations gate and the token list.
     """
 
     dsns: SubstrateDSNs

@@ -92,7 +92,7 @@ class ConsoleState:
         )
 
     async def actions(self) -> OperatorActions:
-        return OperatorActions(await self.pool("admin"), await self.pool("gateway"))
+        return OperatorActions(await self.pool("reader"), await self.pool("gateway"))
 
     def start_verify(self, session: Session) -> VerifyJob:
         """Start verifying the session's workspace against its checkpoints, in a thread."""

@@ -299,6 +299,28 @@ def token_public_prefix(token: str) -> str:
     return token[:TOKEN_PUBLIC_CHARS]
 
 
+def _issue_token_args(
+    token: str, holder_actor_id: UUID | str, label: str, expires_at: datetime | None
+) -> dict[str, Any]:
+    return {
+        "holder_actor_id": str(holder_actor_id),
+        "token_sha256": token_sha256(token).hex(),
+        "token_prefix": token_public_prefix(token),
+        "label": label,
+        "expires_at": expires_at.isoformat() if expires_at else None,
+    }
+
+
+def _issued(token: str, holder_actor_id: UUID | str, result: dict[str, Any]) -> IssuedToken:
+    return IssuedToken(
+        token=token,
+        token_id=UUID(result["token_id"]),
+        token_prefix=result["token_prefix"],
+        holder_actor_id=UUID(str(holder_actor_id)),
+        event_id=UUID(result["event_id"]),
+    )
+
+
 async def issue_token(
     conn: asyncpg.Connection,
     workspace_id: str,
@@ -310,26 +332,27 @@ async def issue_token(
 ) -> IssuedToken:
     """Issue a service token for ``holder_actor_id``; only its SHA-256 is stored."""
     token = new_token()
-    result = await govern(
-        conn,
-        "issue_token",
-        workspace_id,
-        operator_actor_id,
-        {
-            "holder_actor_id": str(holder_actor_id),
-            "token_sha256": token_sha256(token).hex(),
-            "token_prefix": token_public_prefix(token),
-            "label": label,
-            "expires_at": expires_at.isoformat() if expires_at else None,
-        },
+    args = _issue_token_args(token, holder_actor_id, label, expires_at)
+    result = await govern(conn, "issue_token", workspace_id, operator_actor_id, args)
+    return _issued(token, holder_actor_id, result)
+
+
+async def issue_token_with_token(
+    db: Executor,
+    operator_token_hash: bytes,
+    holder_actor_id: UUID | str,
+    *,
+    workspace_id: str,
+    label: str = "",
+    expires_at: datetime | None = None,
+) -> IssuedToken:
+    """:func:`issue_token` by the operator whose token's SHA-256 is given (gateway role)."""
+    token = new_token()
+    args = _issue_token_args(token, holder_actor_id, label, expires_at)
+    result = await write_with_token(
+        db, "issue_token", operator_token_hash, args, workspace_id=workspace_id
     )
-    return IssuedToken(
-        token=token,
-        token_id=UUID(result["token_id"]),
-        token_prefix=result["token_prefix"],
-        holder_actor_id=UUID(str(holder_actor_id)),
-        event_id=UUID(result["event_id"]),
-    )
+    return _issued(token, holder_actor_id, result)
 
 
 async def erase_event_payload(
