@@ -41,8 +41,10 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[object]:
+    """A Chromium per test module: Playwright's sync API runs an event loop on this thread
+    while it is started, so it is stopped before the suite's asyncio tests run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -68,8 +68,12 @@ def test_sign_in_sets_a_safe_cookie_and_keeps_the_token_out_of_urls_and_logs(
     assert "Content-Security-Policy" in resp.headers
     for panel in ("gates", "tokens", "chain", "scratchpad"):
         assert client.get(f"/api/panels/{panel}").status_code == 200
+    issued = client.post(
+        "/api/tokens", json={"actor_kind": "kora", "label": "x"}, headers={CSRF_HEADER: csrf}
+    ).json()["token"]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert seeded.operator_token not in logged and seeded.operator_token[12:] not in logged
+    assert issued not in logged and issued[12:] not in logged
     assert seeded.operator_token[:12] in logged  # the public prefix names the operator
 
 

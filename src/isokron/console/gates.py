@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ log = logging.getLogger("isokron.console.gates")
 
 SELECT_APPLIED_MIGRATIONS_SQL = "SELECT migration_id FROM _yoyo_migration"
 GATEWAY_TIMEOUT_SECONDS = 2.0
+EXPIRY_WARNING = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,10 @@ async def _tokens(ctx: GateContext) -> tuple[str, str]:
     if "kora" not in kinds:
         return "fail", "no active wsk_* token for kora: `isokron token issue WORKSPACE`"
     expired = sum(1 for r in rows if r["status"] == "expired")
-    return "pass", f"{len(active)} active ({', '.join(sorted(kinds))}); {expired} expired"
+    soon = datetime.now(UTC) + EXPIRY_WARNING
+    expiring = sum(1 for r in active if r["expires_at"] is not None and r["expires_at"] < soon)
+    note = f"; {expiring} expire within {EXPIRY_WARNING.days} days" if expiring else ""
+    return "pass", f"{len(active)} active ({', '.join(sorted(kinds))}); {expired} expired{note}"
 
 
 async def _gateway(ctx: GateContext) -> tuple[str, str]:

@@ -141,6 +141,7 @@
     var self = this;
     this.fetchImpl(this.apiBase + "/api/diagnostics/bundle", { credentials: "same-origin" })
       .then(function (resp) {
+        if (!resp.ok) { throw new Error("diagnostics bundle: HTTP " + resp.status); }
         var cd = resp.headers.get("Content-Disposition") || "";
         var m = /filename="([^"]+)"/.exec(cd);
         return resp.blob().then(function (b) { return [b, m ? m[1] : "isokron-diagnostics.zip"]; });
@@ -149,6 +150,8 @@
         var a = h("a", { href: url, download: pair[1] });
         self.root.appendChild(a); a.click(); a.remove();
         setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
+      }).catch(function (err) {
+        if (err.message.indexOf("401") >= 0) { self.signedOut("session ended; sign in again"); }
       });
   };
 
