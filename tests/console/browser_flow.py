@@ -20,7 +20,7 @@ PANEL_CHECKS: dict[str, str] = {
     "proposals": ".ik-card[data-proposal]",
     "policies": "tr[data-policy='policy.kora_disabled']",
     "capabilities": "#ik-matrix td.ik-granted",
-    "charter": "#ik-charter-verified",
+    "charter": "#ik-charter-diff .ik-add",
     "constitution": "#ik-rules tr",
     "scratchpad": "tr[data-drifted='1']",
     "graph": "#ik-graph .ik-node-superseded",

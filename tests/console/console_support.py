@@ -60,6 +60,21 @@ async def seed_workspace(admin_dsn: str, workspace_id: str) -> SeededWorkspace:
         op_tok = await writes.issue_token(conn, workspace_id, op_id, op_id, label="console")
         kora_tok = await writes.issue_token(conn, workspace_id, op_id, kora_id, label="agent")
         ws = SeededWorkspace(workspace_id, op_tok.token, kora_tok.token, created.actors, "", "")
+        # A second charter version, so the charter panel has a history and a diff to show.
+        from isokron.substrate import defaults
+
+        md2 = defaults.DEFAULT_CHARTER_MD.replace(
+            "## Authority — can do\n",
+            "## Authority — can do\n\n- Keep the release checklist current.\n",
+        )
+        assert md2 != defaults.DEFAULT_CHARTER_MD
+        await writes.govern(
+            conn,
+            "set_charter",
+            workspace_id,
+            op_id,
+            {"content_md": md2, "sections": dict(defaults.charter_sections_from_markdown(md2))},
+        )
         ws.planted_wsk = kora_tok.token
         secret_text = (
             f"deploy notes: token {kora_tok.token} slack {PLANTED_SECRETS['slack']} "

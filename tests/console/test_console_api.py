@@ -63,8 +63,11 @@ def test_sign_in_sets_a_safe_cookie_and_keeps_the_token_out_of_urls_and_logs(
     assert header.value != seeded.operator_token and seeded.operator_token[4:] not in header.value
     resp = client.get("/api/session")
     assert resp.json()["actor_kind"] == "operator" and "token" not in resp.json()
-    raw = client.post("/api/session", json={"token": seeded.operator_token}).headers["set-cookie"]
+    again = client.post("/api/session", json={"token": seeded.operator_token})
+    raw = again.headers["set-cookie"]
     assert "HttpOnly" in raw and "SameSite=strict" in raw.replace("Strict", "strict")
+    assert again.json()["csrf_token"] != csrf  # a new sign-in is a new session
+    csrf = again.json()["csrf_token"]
     assert "Content-Security-Policy" in resp.headers
     for panel in ("gates", "tokens", "chain", "scratchpad"):
         assert client.get(f"/api/panels/{panel}").status_code == 200

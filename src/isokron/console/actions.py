@@ -26,9 +26,7 @@ log = logging.getLogger("isokron.console.actions")
 OPERATOR_KIND = "operator"
 
 
-async def authenticate_digest(
-    gateway_pool: asyncpg.Pool, digest: bytes, prefix: str
-) -> Principal:
+async def authenticate_digest(gateway_pool: asyncpg.Pool, digest: bytes, prefix: str) -> Principal:
     """The principal a token's SHA-256 stands for, asked of the database now (never cached)."""
     try:
         record = await gateway_pool.fetchval(AUTHENTICATE_TOKEN_SQL, digest)

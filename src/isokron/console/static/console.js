@@ -435,9 +435,20 @@
     function show() {
       var a = hist.filter(function (c) { return String(c.version) === from.value; })[0];
       var b = hist.filter(function (c) { return String(c.version) === to.value; })[0];
-      diff.replaceChildren(lineDiff(a.content_md, b.content_md).map(function (l) {
-        return h("span", { class: l[0] === "+" ? "ik-add" : l[0] === "-" ? "ik-del" : "" }, l[0] + " " + l[1] + "\n");
-      }));
+      // Changed lines with two lines of context; unchanged runs fold into "…".
+      var lines = lineDiff(a.content_md, b.content_md), keep = [], CONTEXT = 2;
+      lines.forEach(function (l, i) {
+        if (l[0] === " ") return;
+        for (var k = Math.max(0, i - CONTEXT); k <= Math.min(lines.length - 1, i + CONTEXT); k++) keep[k] = true;
+      });
+      var out = [], skipped = false;
+      lines.forEach(function (l, i) {
+        if (!keep[i]) { if (!skipped) out.push(h("span", { class: "ik-muted" }, "  …\n")); skipped = true; return; }
+        skipped = false;
+        out.push(h("span", { class: l[0] === "+" ? "ik-add" : l[0] === "-" ? "ik-del" : "" }, l[0] + " " + l[1] + "\n"));
+      });
+      diff.replaceChildren();
+      append(diff, out.length ? out : h("span", { class: "ik-muted" }, "the two versions are identical"));
     }
     from.addEventListener("change", show); to.addEventListener("change", show);
     body.append(
