@@ -265,8 +265,8 @@ GATEWAY_EVENT_LOG_ATTEMPTS = {
     "DELETE event_log": "DELETE FROM hivex_foundation.event_log WHERE tenant_id = $1",
     "TRUNCATE event_log": "TRUNCATE hivex_foundation.event_log",
     "UPDATE chain_head": "UPDATE hivex_foundation.chain_head SET last_seq = 0 WHERE tenant_id = $1",
-    "append_chain_event()": "SELECT (hivex_foundation.append_chain_event($1, gen_random_uuid(), "
-    "'kora.forged.event', '{}'::jsonb)).seq",
+    "append_chain_event()": "SELECT hivex_foundation.append_chain_event($1, gen_random_uuid(), "
+    "'kora.forged.event', '{}'::jsonb) ->> 'seq'",
     "erase_event_payload()": "SELECT hivex_foundation.erase_event_payload($1, 1, 'x')",
 }
 

@@ -45,9 +45,23 @@ def _yoyo_uri(dsn: str) -> str:
     return "postgresql+psycopg://" + rest
 
 
-def upgrade(dsn: str, *, progress: Callable[[str], None] | None = None) -> MigrationResult:
-    """Apply every pending migration to the database at ``dsn`` (admin). Re-running is a no-op."""
+def upgrade(
+    dsn: str,
+    *,
+    progress: Callable[[str], None] | None = None,
+    until: str | None = None,
+) -> MigrationResult:
+    """Apply every pending migration to the database at ``dsn`` (admin). Re-running is a no-op.
+
+    ``until`` (a migration id such as ``0009.append-and-read-paths``) stops after that one: how
+    the upgrade tests build a database of an earlier release.
+    """
     migrations = read_migrations(str(migrations_dir()))
+    if until is not None:
+        ids = [m.id for m in migrations]
+        if until not in ids:
+            raise MigrationError(f"no migration {until!r}; the packaged ones are {ids}")
+        migrations = type(migrations)(migrations[: ids.index(until) + 1])
     try:
         lock_conn = psycopg.connect(validate_dsn(dsn), autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
