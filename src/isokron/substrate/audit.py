@@ -149,9 +149,7 @@ def state_findings(
             ledger.add_event(seq, event_id, event_type, payload, erased=erased)
     out: list[Finding] = []
     for table in STATE_TABLES:
-        out += ledger.check_table(
-            table, iter_state_rows(conn, table, workspace_id), _state_finding
-        )
+        out += ledger.check_table(table, iter_state_rows(conn, table, workspace_id), _state_finding)
     out += ledger.finish(STATE_TABLES, _state_finding)
     return out, ledger
 
