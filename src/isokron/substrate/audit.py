@@ -41,6 +41,7 @@ log = logging.getLogger("isokron.substrate.audit")
 FETCH_BATCH = 20_000
 SET_SCOPE_SQL = "SELECT set_config('app.current_workspace_id', %s, true)"
 SELECT_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = %s"
+SELECT_HEAD_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.chain_head WHERE workspace_id = %s"
 SELECT_CHAIN_SQL = """
 SELECT tenant_id, seq, event_id, actor_id, event_type,
        (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us,
@@ -203,6 +204,10 @@ def _connect(dsn: str, *, snapshot: bool = False) -> psycopg.Connection:
 def _tenant_of(conn: psycopg.Connection, workspace_id: str) -> UUID:
     conn.execute(SET_SCOPE_SQL, (workspace_id,))
     row = conn.execute(SELECT_TENANT_SQL, (workspace_id,)).fetchone()
+    if row is None:
+        # A deleted tenant row must not hide the chain: its head still names the workspace,
+        # and the state check then reports the missing row.
+        row = conn.execute(SELECT_HEAD_TENANT_SQL, (workspace_id,)).fetchone()
     if row is None:
         raise NotFoundError(
             f"unknown workspace {workspace_id!r}; `isokron workspace list` shows them"
