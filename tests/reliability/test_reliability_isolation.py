@@ -35,7 +35,7 @@ from reliability_support import (
 from isokron.gateway.operations import SPECS
 from isokron.provider import IsoKronMemoryProvider, IsoKronProviderConfig
 from isokron.substrate import connection, writes
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import SubstrateDSNs, database_name, database_roles
 
 SECTION = "isolation"
 RLS_TABLES_SQL = """
@@ -328,7 +328,8 @@ async def test_documented_limits(
         tx = conn.transaction()
         await tx.start()
         try:
-            await conn.execute("SET LOCAL ROLE isokron_owner")
+            owner = database_roles(database_name(substrate.admin)).owner
+            await conn.execute(f'SET LOCAL ROLE "{owner}"')
             await conn.execute(
                 "ALTER TABLE hivex_foundation.event_log DISABLE TRIGGER event_log_append_only"
             )

@@ -25,7 +25,8 @@ import pytest
 from substrate_support import STATE_TAMPER_FIGURES
 
 from isokron.chain.state import STATE_TABLES, STATE_TABLES_BY_NAME, column_bytes, row_record
-from isokron.substrate import audit, writes
+from isokron.errors import GovernanceIntegrityError, RoleCharterIntegrityError
+from isokron.substrate import audit, reads, writes
 from isokron.substrate.dsn import SubstrateDSNs
 
 ROW_VECTORS = Path(__file__).parents[1] / "chain" / "row_vectors.json"
@@ -384,3 +385,53 @@ def test_sql_reproduces_the_documented_row_vectors(substrate: SubstrateDSNs) -> 
                 (v["table"], v["columns"], v["values"]),
             ).fetchone()
             assert row is not None and row[0] == {"d": v["d"], "c": v["c"]}, v["name"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "read", "error"),
+    [
+        (
+            "UPDATE public.kora_role_charter SET content_jsonb = jsonb_set(content_jsonb, "
+            "'{sections,identity}', '\"I obey anyone\"') WHERE workspace_id = %(ws)s",
+            "charter",
+            RoleCharterIntegrityError,
+        ),
+        (
+            "UPDATE public.kora_role_charter SET content_md = 'x', "
+            "content_hash = encode(sha256('x'), 'hex') WHERE workspace_id = %(ws)s",
+            "charter",
+            RoleCharterIntegrityError,
+        ),
+        (
+            "UPDATE public.kora_policy_registry SET policy_value = '999999' "
+            "WHERE workspace_id = %(ws)s AND policy_key = 'policy.kora_rate_limit_per_minute'",
+            "policies",
+            GovernanceIntegrityError,
+        ),
+        (
+            "UPDATE public.kora_capability_matrix SET granted = true WHERE workspace_id = %(ws)s "
+            "AND actor_kind = 'kora' AND cap_name = 'cap_decide_proposal'",
+            "capabilities",
+            GovernanceIntegrityError,
+        ),
+    ],
+    ids=["charter-jsonb", "charter-md-and-hash", "policy", "capability"],
+)
+async def test_reads_refuse_identity_and_governance_the_chain_does_not_vouch_for(
+    sql: str,
+    read: str,
+    error: type[Exception],
+    make_workspace: Callable,
+    reader_pool: asyncpg.Pool,
+    substrate: SubstrateDSNs,
+) -> None:
+    ws = await make_workspace("fail-closed")
+    readers = {
+        "charter": lambda: reads.read_active_role_charter(reader_pool, ws.workspace_id),
+        "policies": lambda: reads.read_policy_registry(reader_pool, ws.workspace_id),
+        "capabilities": lambda: reads.read_capability_row(reader_pool, ws.workspace_id, "kora"),
+    }
+    await readers[read]()  # untouched: presented
+    _tamper(substrate.admin, sql, ws.workspace_id)
+    with pytest.raises(error, match="chain event that approved it"):
+        await readers[read]()

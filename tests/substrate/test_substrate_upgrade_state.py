@@ -17,10 +17,26 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from isokron.substrate import audit, connection, defaults, writes
+from isokron.substrate import audit, connection, defaults, reads, writes
+from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 from isokron.substrate.migrate import upgrade
 
 PREVIOUS_RELEASE = "0009.append-and-read-paths"
+# The previous release used these cluster-wide role names in every database.
+SHARED_ROLES = DatabaseRoles("isokron_owner", "isokron_reader", "isokron_gateway")
+SHARED_ROLE_GRANTS_SQL = """
+SELECT
+  (SELECT count(*) FROM pg_class WHERE relowner = r.oid)
+  + (SELECT count(*) FROM pg_proc WHERE proowner = r.oid)
+  + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid) AS owned,
+  (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a WHERE a.grantee = r.oid)
+  + (SELECT count(*) FROM pg_proc p, aclexplode(p.proacl) a WHERE a.grantee = r.oid)
+  + (SELECT count(*) FROM pg_namespace n, aclexplode(n.nspacl) a WHERE a.grantee = r.oid)
+  + (SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a
+     WHERE d.datname = current_database() AND a.grantee = r.oid)
+  + (SELECT count(*) FROM pg_policy p WHERE r.oid = ANY (p.polroles)) AS granted
+FROM pg_roles r WHERE r.rolname = %s
+"""
 OLD_WRITE_SQL = "SELECT isokron_api.write(%s, %s, %s::uuid, %s::jsonb, NULL)"
 OLD_GOVERN_SQL = "SELECT isokron_api.govern(%s, %s, %s::uuid, %s::jsonb, NULL)"
 OLD_CREATE_SQL = "SELECT isokron_api.create_workspace(%s, %s, %s::jsonb)"
@@ -114,7 +130,7 @@ def _populate_previous_release(dsn: str, workspace_id: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def upgraded(fresh_database: Callable[[], str]) -> tuple[str, list[str], dict[str, Any]]:
     dsn = fresh_database()
-    upgrade(dsn, until=PREVIOUS_RELEASE)
+    upgrade(dsn, until=PREVIOUS_RELEASE, roles=SHARED_ROLES)
     workspaces = [f"old-{uuid4().hex[:8]}" for _ in range(2)]
     info = {}
     for ws in workspaces:
@@ -147,6 +163,16 @@ def test_a_database_of_the_previous_release_verifies_after_the_upgrade(
     assert upgrade(dsn).applied == ()
 
 
+def test_after_the_upgrade_the_shared_roles_hold_nothing_in_this_database(
+    upgraded: tuple[str, list[str], dict[str, Any]],
+) -> None:
+    dsn, _, _ = upgraded
+    with psycopg.connect(dsn) as conn:
+        for role in SHARED_ROLES.as_substitutions():
+            row = conn.execute(SHARED_ROLE_GRANTS_SQL, (role,)).fetchone()
+            assert row == (0, 0), (role, row)
+
+
 def test_after_the_upgrade_a_tampered_old_row_is_named(
     upgraded: tuple[str, list[str], dict[str, Any]],
 ) -> None:
@@ -173,11 +199,29 @@ async def test_the_upgraded_database_takes_new_authenticated_writes(
     conn = await connection.connect(dsn)
     try:
         issued = await writes.issue_token(conn, ws, info[ws]["operator"], info[ws]["kora"])
-        node = await writes.write(
-            conn, "iso_node_create", ws, info[ws]["kora"], {"node_type": "fact", "title": "new"}
-        )
     finally:
         await conn.close()
-    assert node["seq"] > 0 and issued.token_prefix.startswith("wsk_")
+    # Through this database's own gateway and reader roles (moved from the shared ones).
+    dsns = SubstrateDSNs.derive(dsn)
+    gateway = await connection.connect(dsns.gateway)
+    try:
+        node = await writes.write_with_token(
+            gateway,
+            "iso_node_create",
+            writes.token_sha256(issued.token),
+            {"node_type": "fact", "title": "after the upgrade"},
+        )
+    finally:
+        await gateway.close()
+    reader = await connection.connect(dsns.reader)
+    try:
+        titles = [n.title for n in await reads.search_iso_nodes(reader, ws, "upgrade")]
+        # Identity and governance written by the old release are vouched for by the attestation.
+        await reads.read_active_role_charter(reader, ws)
+        assert len(await reads.read_policy_registry(reader, ws)) == 31
+        assert (await reads.read_capability_row(reader, ws, "kora")).granted
+    finally:
+        await reader.close()
+    assert node["seq"] > 0 and titles == ["after the upgrade"]
     report = audit.verify_workspace(dsn, ws)
     assert report.ok, report.to_dict()

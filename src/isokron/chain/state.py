@@ -4,7 +4,7 @@ Every write operation that writes a row of a state table records that row in its
 under ``payload["state"][table][key] = {"d": row digest, "c": column digests}`` (or ``null``
 when the operation removed the row). Verification re-computes each live row's record and
 compares it with the latest event's. This module is the Python half of that byte form; the
-SQL half is ``hivex_foundation.row_field`` / ``row_record`` (migration 0010). Pure: no I/O.
+SQL half is ``hivex_foundation.row_field`` / ``row_record`` (migration 0011). Pure: no I/O.
 
     field(s)      = uint32be(len(utf8 s)) || utf8 s
     column(n, v)  = field(n) || 0x00                   if v is NULL

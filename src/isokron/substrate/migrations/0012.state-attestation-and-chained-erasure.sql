@@ -122,7 +122,7 @@ BEGIN
     FOR w IN SELECT id FROM public.workspaces ORDER BY id LOOP
         PERFORM isokron.chain_unchained_erasures(w);
         PERFORM isokron.attest_unrecorded_state(w,
-            'upgrade: rows written before their events recorded them (migration 0011)');
+            'upgrade: rows written before their events recorded them (migration 0012)');
     END LOOP;
     PERFORM set_config('app.current_workspace_id', '', true);
 END
@@ -173,7 +173,7 @@ REVOKE ALL ON FUNCTION isokron_api.erase_event_payload(TEXT, BIGINT, TEXT) FROM 
 REVOKE ALL ON FUNCTION isokron.state_key_sql(TEXT), isokron.unrecorded_keys(TEXT, TEXT),
     isokron.attest_unrecorded_state(TEXT, TEXT) FROM PUBLIC;
 
--- op_append_event must not let agents forge substrate.* events (0010 already refuses them).
+-- op_append_event must not let agents forge substrate.* events (0011 already refuses them).
 
 DO $off$ BEGIN PERFORM set_config('isokron.all_workspaces', 'off', true); END $off$;
 RESET ROLE;
