@@ -429,6 +429,37 @@ async def read_escalation_queue(
     return tuple(Escalation(**{k: r[k] for k in r.keys()}) for r in rows)
 
 
+SELECT_HELD_ESCALATIONS_SQL = """
+SELECT e.escalation_id, e.actor_id, a.actor_kind, e.tool, e.rule_id, e.reason, e.status,
+       e.request, e.created_at, e.decided_at, e.decision_note, e.result
+FROM kronicle.escalations e
+LEFT JOIN public.actor_registry a ON a.workspace_id = e.workspace_id AND a.actor_id = e.actor_id
+WHERE e.workspace_id = $1 AND ($2::text IS NULL OR e.status = $2)
+  AND ($3::uuid IS NULL OR e.escalation_id = $3)
+ORDER BY e.created_at
+LIMIT $4
+"""
+
+
+async def read_held_escalations(
+    db: Executor,
+    workspace_id: str,
+    *,
+    status: str | None = "open",
+    escalation_id: UUID | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Escalations with the operation they hold (``request``: ``{op, args}``), for operators.
+
+    Unredacted: callers that print them redact secrets first (the CLI does).
+    """
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(
+            SELECT_HELD_ESCALATIONS_SQL, workspace_id, status, escalation_id, limit
+        )
+    return [dict(r) for r in rows]
+
+
 async def read_proposals(
     db: Executor, workspace_id: str, *, status: str | None = "pending", limit: int = 50
 ) -> tuple[Proposal, ...]:
