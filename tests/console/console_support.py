@@ -206,7 +206,8 @@ class ConsoleServer:
 
     def __init__(self, dsns: SubstrateDSNs, state_dir: Path, **kwargs: Any) -> None:
         self.port = free_port()
-        self.settings = ConsoleSettings(dsns=dsns, state_dir=state_dir, gateway_url=None, **kwargs)
+        kwargs.setdefault("gateway_url", None)
+        self.settings = ConsoleSettings(dsns=dsns, state_dir=state_dir, **kwargs)
         config = uvicorn.Config(
             create_app(self.settings),
             host="127.0.0.1",

@@ -81,11 +81,12 @@ async def _chain(ctx: GateContext) -> tuple[str, str]:
     if not result.ok:
         first = (result.chain.problems or result.findings or [None])[0]
         return "fail", f"verification failed: {getattr(first, 'message', 'see Verification')}"
-    n = result.chain.events_checked
+    n, rows = result.chain.events_checked, result.to_dict().get("rows_checked")
+    proven = f" and {rows} state rows" if rows is not None else ""
     if not cps:
-        return "fail", f"{n} events link correctly, but no checkpoint confirms them: take one"
+        return "fail", f"{n} events{proven} verified, but no checkpoint confirms them: take one"
     last = max(cp.seq for cp in cps)
-    return "pass", f"{n} events verified; checkpoint at seq {last} confirmed"
+    return "pass", f"{n} events{proven} verified; checkpoint at seq {last} confirmed"
 
 
 async def _tokens(ctx: GateContext) -> tuple[str, str]:

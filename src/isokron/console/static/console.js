@@ -325,7 +325,9 @@
     var c = r.chain;
     return h("div", { class: "ik-verdict " + (r.ok ? "ik-pass" : "ik-fail"), id: "ik-verdict" },
       h("strong", null, r.ok ? "Verified" : "NOT verified"),
-      " — " + c.events_checked + " events, head seq " + c.head_seq + ", " + c.checkpoints.length + " checkpoint(s) checked",
+      " — " + c.events_checked + " events, head seq " + c.head_seq +
+        (r.rows_checked !== undefined ? ", " + r.rows_checked + " state rows proven against their events" : "") +
+        ", " + c.checkpoints.length + " checkpoint(s) checked",
       c.problems.concat(r.findings).length ? h("ul", null, c.problems.concat(r.findings).map(function (f) {
         return h("li", null, h("code", null, f.kind), " ", f.message);
       })) : null,
