@@ -311,3 +311,18 @@ def test_the_database_refuses_governance_by_a_non_operator_token(
         f"\nagent token governing: refused ({code}); events {before} -> "
         f"{events(substrate, seeded.workspace_id)}"
     )
+
+
+def test_dns_rebinding_host_is_refused(console: ConsoleServer, seeded: SeededWorkspace) -> None:
+    client = httpx.Client(base_url=console.url)
+    tried = caught = 0
+    for host in ("evil.test", "evil.test:8770", "127.0.0.1.evil.test", "10.0.0.5"):
+        tried += 1
+        resp = client.post(
+            "/api/session", json={"token": seeded.operator_token}, headers={"Host": host}
+        )
+        caught += resp.status_code == 400 and "set-cookie" not in resp.headers
+    for host in ("127.0.0.1:1", "localhost", "[::1]:8770"):
+        assert client.get("/api/session", headers={"Host": host}).status_code == 200
+    print(f"\nDNS rebinding: {caught}/{tried} foreign Host headers refused")
+    assert caught == tried

@@ -72,6 +72,7 @@ def console(
         outbox_dir=outbox_dir,
         state_dir=state_dir,
         secure_cookies=secure_cookies,
+        check_host=not base_path,  # behind a proxy the Host is the public name
     )
     shown = settings.normalized_base_path()
     mode = " (read-only)" if read_only else ""

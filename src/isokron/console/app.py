@@ -17,9 +17,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from isokron.console import handlers, queries
 from isokron.console.actions import authenticate_digest, require_operator
@@ -73,6 +76,37 @@ def error_response(exc: IsoKronError) -> JSONResponse:
     return _error(503, "substrate_error", str(exc))
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def _host_name(host_header: str) -> str:
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+class LoopbackHostMiddleware:
+    """Refuse requests whose Host is not a loopback name (DNS rebinding: a page on an attacker's
+    domain re-pointed at 127.0.0.1 must not reach the console). Off behind a reverse proxy
+    (``--base-path``) and inside Hermes, which checks Host itself."""
+
+    def __init__(self, app: ASGIApp, *, enabled: bool) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.enabled and scope["type"] == "http":
+            host = Headers(scope=scope).get("host", "")
+            if _host_name(host) not in LOOPBACK_HOSTS:
+                log.warning("[isokron.console.host_refused] host=%r", host[:100])
+                await _error(400, "bad_host", "the console answers loopback names only")(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
+
+
 def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
@@ -86,7 +120,11 @@ class ConsoleApp:
     def __init__(self, settings: ConsoleSettings) -> None:
         self.settings = settings
         self.state = ConsoleState(settings)
-        self.asgi = Starlette(routes=self._routes(), lifespan=self._lifespan)
+        self.asgi = Starlette(
+            routes=self._routes(),
+            lifespan=self._lifespan,
+            middleware=[Middleware(LoopbackHostMiddleware, enabled=settings.check_host)],
+        )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

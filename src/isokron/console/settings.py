@@ -36,6 +36,8 @@ class ConsoleSettings:
     secure_cookies: bool = False
     session_idle_seconds: float = SESSION_IDLE_SECONDS
     session_max_seconds: float = SESSION_MAX_SECONDS
+    #: Refuse non-loopback Host headers (DNS rebinding). Off behind a proxy and inside Hermes.
+    check_host: bool = True
 
     def normalized_base_path(self) -> str:
         """``base_path`` as ``/prefix`` without a trailing slash ("" for none)."""
@@ -72,4 +74,5 @@ def settings_from_environment() -> ConsoleSettings:
         gateway_url=os.environ.get("ISOKRON_GATEWAY_URL", DEFAULT_GATEWAY_URL) or None,
         outbox_dir=Path(outbox) if outbox else None,
         state_dir=Path(state) if state else None,
+        check_host=False,  # Hermes's dashboard validates Host itself
     )
