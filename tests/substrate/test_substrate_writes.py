@@ -14,8 +14,10 @@ import asyncpg
 import pytest
 
 from isokron.chain import read_bundle, verify_bundle
-from isokron.errors import ConfigError, ConflictError, NotFoundError, RefusalError
-from isokron.substrate import audit, connection, defaults, reads, writes
+from isokron.errors import ConflictError, NotFoundError, RefusalError
+from isokron.governance import charter, operations, seeds
+from isokron.governance.seeds import default_seed
+from isokron.substrate import audit, connection, reads, writes
 from isokron.substrate.dsn import SubstrateDSNs
 
 SELECT_HEAD_SQL = """
@@ -235,8 +237,8 @@ async def test_every_operation_appends_exactly_one_event_its_row_keeps(
     )
 
     # ---- governance operations (operator)
-    md = defaults.DEFAULT_CHARTER_MD.replace("Kora", "Kora the Second", 1)
-    sections = defaults.charter_sections_from_markdown(md)
+    md = seeds.DEFAULT_CHARTER_MD.replace("Kora", "Kora the Second", 1)
+    sections = charter.charter_sections_from_markdown(md)
     r, ev = await led.one_event(
         "set_charter",
         govern("set_charter", {"content_md": md, "sections": dict(sections)}),
@@ -323,7 +325,7 @@ async def test_every_operation_appends_exactly_one_event_its_row_keeps(
         token_id,
     )
 
-    assert led.ops == writes.AGENT_OPERATIONS | writes.GOVERNANCE_OPERATIONS
+    assert led.ops == set(operations.OPERATIONS) - {"set_actor_status"}
     result = audit.verify_workspace(substrate.admin, ws.workspace_id)
     assert result.ok, result.to_dict()
 
@@ -566,7 +568,7 @@ async def test_a_duplicate_workspace_is_a_conflict(
 ) -> None:
     async with admin_pool.acquire() as conn:
         with pytest.raises(ConflictError, match="already exists"):
-            await writes.create_workspace(conn, workspace.workspace_id)
+            await writes.create_workspace(conn, workspace.workspace_id, seed=default_seed())
 
 
 # ------------------------------------------------------------------------- capabilities
@@ -664,11 +666,13 @@ async def test_an_actor_of_another_workspace_cannot_write_here(
 async def test_unknown_operations_are_refused(
     workspace: writes.CreatedWorkspace, gateway_pool: asyncpg.Pool
 ) -> None:
-    with pytest.raises(ConfigError):
+    # A governance operation is not an agent write: the database refuses it on that path.
+    with pytest.raises(RefusalError) as governance_op:
         await writes.write(
             gateway_pool, "set_charter", workspace.workspace_id, workspace.operator_actor_id, {}
         )
-    # Past the Python check, the database refuses an operation it does not know as well.
+    assert governance_op.value.code == "invalid_argument"
+    # ... and an operation it does not know at all.
     with pytest.raises(RefusalError, match="unknown write operation") as caught:
         await connection.run(
             gateway_pool,

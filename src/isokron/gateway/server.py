@@ -12,6 +12,7 @@ Bad arguments are caught by ``isokron.gateway.arguments.ArgumentGuard``, SDK mid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isokron import __version__
 from isokron.errors import SubstrateError
-from isokron.gateway import store
+from isokron.gateway import maintenance, store
 from isokron.gateway.arguments import ArgumentGuard
 from isokron.gateway.auth import (
     MISSING_TOKEN_MESSAGE,
@@ -220,25 +221,41 @@ async def serve(settings: GatewaySettings) -> None:
     """Serve until the transport ends (stdin closes) or the process is interrupted."""
     async with open_gateway(settings) as gateway:
         server = build_server(gateway, settings)
-        if settings.transport == "stdio":
-            _announce_stdio(settings)
-            await server.run_stdio_async()
-            return
-        app = http_app(server, settings)
-        # log_config=None: logging belongs to the entry point, not to uvicorn; no access log:
-        # the decision log already records every call.
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, access_log=False
+        interval = settings.maintain_interval_seconds
+        maintaining = (
+            asyncio.create_task(maintenance.run_periodically(gateway.gateway_pool, interval))
+            if interval > 0
+            else None
         )
-        log.info(
-            "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
-            _base_url(settings),
-            MCP_PATH,
-            HEALTH_PATH,
-            redact_dsn(settings.reader_dsn),
-            redact_dsn(settings.gateway_dsn),
-        )
-        await uvicorn.Server(config).serve()
+        try:
+            await _serve(server, settings)
+        finally:
+            if maintaining is not None:
+                maintaining.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintaining
+
+
+async def _serve(server: MCPServer, settings: GatewaySettings) -> None:
+    if settings.transport == "stdio":
+        _announce_stdio(settings)
+        await server.run_stdio_async()
+        return
+    app = http_app(server, settings)
+    # log_config=None: logging belongs to the entry point, not to uvicorn; no access log:
+    # the decision log already records every call.
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+    log.info(
+        "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
+        _base_url(settings),
+        MCP_PATH,
+        HEALTH_PATH,
+        redact_dsn(settings.reader_dsn),
+        redact_dsn(settings.gateway_dsn),
+    )
+    await uvicorn.Server(config).serve()
 
 
 def _announce_stdio(settings: GatewaySettings) -> None:

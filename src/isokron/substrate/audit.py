@@ -29,8 +29,8 @@ from isokron.chain import (
     verify_records,
     write_bundle,
 )
-from isokron.errors import NotFoundError, SubstrateError, SubstrateUnavailableError
-from isokron.substrate.dsn import redact_dsn
+from isokron.errors import NotFoundError, SubstrateError
+from isokron.substrate.database_errors import translate_connect_error
 
 log = logging.getLogger("isokron.substrate.audit")
 
@@ -112,10 +112,8 @@ class WorkspaceAudit:
 def _connect(dsn: str) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise SubstrateUnavailableError(
-            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
-        ) from exc
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc, dsn) from exc
 
 
 def _tenant_of(conn: psycopg.Connection, workspace_id: str) -> UUID:

@@ -16,8 +16,9 @@ from pathlib import Path
 import psycopg
 from yoyo import get_backend, read_migrations
 
-from isokron.errors import MigrationError, SubstrateUnavailableError
-from isokron.substrate.dsn import redact_dsn, validate_dsn
+from isokron.errors import MigrationError
+from isokron.substrate.database_errors import translate_connect_error
+from isokron.substrate.dsn import validate_dsn
 
 log = logging.getLogger("isokron.substrate.migrate")
 
@@ -50,10 +51,8 @@ def upgrade(dsn: str, *, progress: Callable[[str], None] | None = None) -> Migra
     migrations = read_migrations(str(migrations_dir()))
     try:
         lock_conn = psycopg.connect(validate_dsn(dsn), autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise SubstrateUnavailableError(
-            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
-        ) from exc
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc, dsn) from exc
     with lock_conn:
         lock_conn.execute(ACQUIRE_LOCK_SQL, (MIGRATION_LOCK_KEY,))
         try:

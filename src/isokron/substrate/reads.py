@@ -12,14 +12,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
 import blake3
 
 from isokron.errors import NoActiveRoleCharterError, RoleCharterIntegrityError
-from isokron.substrate.connection import SET_WORKSPACE_SQL, translate_pg_error
+from isokron.substrate.connection import SET_WORKSPACE_SQL
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 from isokron.substrate.models import (
     ActiveConstitution,
     CapabilityRow,
@@ -41,7 +42,7 @@ DEFAULT_SCRATCHPAD_LIMIT = 100
 DEFAULT_RECENT_EVENT_LIMIT = 50
 PAYLOAD_EXCERPT_CHARS = 300
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 @asynccontextmanager
@@ -63,8 +64,8 @@ async def _scoped_tx(
         async with conn.transaction(readonly=True):
             await conn.execute(SET_WORKSPACE_SQL, workspace_id)
             yield conn
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
 
 
 # ---------------------------------------------------------------- role charter (fail closed)

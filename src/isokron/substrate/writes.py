@@ -13,62 +13,26 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
 import blake3
 
 from isokron.errors import ConfigError
-from isokron.substrate import defaults
-from isokron.substrate.connection import translate_pg_error
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 WRITE_SQL = "SELECT isokron_api.write($1, $2, $3::uuid, $4::jsonb, $5)"
 GOVERN_SQL = "SELECT isokron_api.govern($1, $2, $3::uuid, $4::jsonb, $5)"
 CREATE_WORKSPACE_SQL = "SELECT isokron_api.create_workspace($1, $2, $3::jsonb)"
 ERASE_PAYLOAD_SQL = "SELECT isokron_api.erase_event_payload($1, $2, $3)"
 
-AGENT_OPERATIONS = frozenset(
-    {
-        "append_event",
-        "write_scratchpad_entry",
-        "iso_node_create",
-        "iso_node_supersede",
-        "iso_link_create",
-        "propose_convention",
-        "propose_policy_change",
-        "raise_escalation",
-        "record_denial",
-        "decide_proposal",
-        "decide_escalation",
-    }
-)
-GOVERNANCE_OPERATIONS = frozenset(
-    {
-        "set_charter",
-        "set_policies",
-        "set_capabilities",
-        "revise_constitution",
-        "issue_token",
-        "revoke_token",
-    }
-)
-SCRATCHPAD_KINDS = (
-    "reasoning_trail",
-    "observation",
-    "plan",
-    "hypothesis",
-    "decision_draft",
-    "handoff_note",
-    "tool_result",
-)
-VISIBILITY_SCOPES = ("own_only", "cross_agent_dereferenceable")
 TOKEN_PREFIX = "wsk_"
 TOKEN_SECRET_LENGTH = 40
 TOKEN_PUBLIC_CHARS = 12  # "wsk_" + 8: enough to name a token in a list, useless to an attacker
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def write(
@@ -80,11 +44,11 @@ async def write(
     *,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """Perform one agent write operation; returns the substrate's result (with ``event_id``)."""
-    if op not in AGENT_OPERATIONS:
-        raise ConfigError(
-            f"unknown write operation {op!r}; expected one of {sorted(AGENT_OPERATIONS)}"
-        )
+    """Perform one agent write operation; returns the substrate's result (with ``event_id``).
+
+    ``op`` is an operation of :mod:`isokron.governance.operations`; the database refuses any
+    other name (``invalid_argument``).
+    """
     return await _call(db, WRITE_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
 
 
@@ -98,18 +62,14 @@ async def govern(
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Perform one governance operation as an operator actor; chained like every write."""
-    if op not in GOVERNANCE_OPERATIONS:
-        raise ConfigError(
-            f"unknown governance operation {op!r}; expected one of {sorted(GOVERNANCE_OPERATIONS)}"
-        )
     return await _call(db, GOVERN_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
 
 
 async def _call(db: Executor, sql: str, *params: Any) -> dict[str, Any]:
     try:
         result = await db.fetchval(sql, *params)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
     if not isinstance(result, dict):
         raise TypeError(f"substrate returned {type(result).__name__}, expected a JSON object")
     return result
@@ -152,6 +112,18 @@ def scratchpad_args(
 
 
 @dataclass(frozen=True, slots=True)
+class WorkspaceSeed:
+    """The rows a new workspace is seeded with (``isokron.governance.seeds.default_seed``)."""
+
+    actors: list[dict[str, Any]]
+    charter_md: str
+    charter_sections: dict[str, Any]
+    policies: list[dict[str, Any]]
+    capabilities: list[dict[str, Any]]
+    constitution_rules: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class CreatedWorkspace:
     """What ``create_workspace`` made."""
 
@@ -167,76 +139,33 @@ async def create_workspace(
     workspace_id: str,
     name: str | None = None,
     *,
-    charter_md: str | None = None,
+    seed: WorkspaceSeed,
 ) -> CreatedWorkspace:
     """Create and seed a usable workspace in ONE transaction.
 
-    Seeds the default actors, the role charter (``charter_md`` or the default), 31 policies,
-    the 49-capability matrix for every actor kind and the first constitution revision; each
-    step is a chained governance event by the workspace's operator.
+    Seeds ``seed``'s actors, role charter, policies, capability matrix and first constitution
+    revision; each step is a chained governance event by the workspace's operator.
     """
-    md = charter_md if charter_md is not None else defaults.DEFAULT_CHARTER_MD
-    sections = defaults.charter_sections_from_markdown(md)
-    actors = [{"actor_kind": k, "display_name": v} for k, v in defaults.ACTOR_KINDS.items()]
     async with conn.transaction():
         created = await _call(
-            conn, CREATE_WORKSPACE_SQL, workspace_id, name or workspace_id, actors
+            conn, CREATE_WORKSPACE_SQL, workspace_id, name or workspace_id, seed.actors
         )
         operator = created["operator_actor_id"]
-        await govern(
-            conn,
-            "set_charter",
-            workspace_id,
-            operator,
-            {"content_md": md, "sections": dict(sections)},
+        steps: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("set_charter", {"content_md": seed.charter_md, "sections": seed.charter_sections}),
+            ("set_policies", {"policies": seed.policies}),
+            ("set_capabilities", {"capabilities": seed.capabilities}),
+            ("revise_constitution", {"rules": seed.constitution_rules}),
         )
-        await govern(
-            conn, "set_policies", workspace_id, operator, {"policies": default_policy_rows()}
-        )
-        await govern(
-            conn,
-            "set_capabilities",
-            workspace_id,
-            operator,
-            {"capabilities": default_capability_rows()},
-        )
-        await govern(
-            conn,
-            "revise_constitution",
-            workspace_id,
-            operator,
-            {"rules": defaults.DEFAULT_CONSTITUTION_RULES},
-        )
+        for op, args in steps:
+            await govern(conn, op, workspace_id, operator, args)
     return CreatedWorkspace(
         workspace_id=workspace_id,
         tenant_id=UUID(created["tenant_id"]),
         operator_actor_id=UUID(operator),
         actors={a["actor_kind"]: UUID(a["actor_id"]) for a in created["actors"]},
-        events=5,
+        events=1 + len(steps),
     )
-
-
-def default_policy_rows() -> list[dict[str, Any]]:
-    """The 31 default policies as ``set_policies`` rows."""
-    return [
-        {"policy_key": p.key, "policy_value": p.value, "description": p.description}
-        for p in defaults.DEFAULT_POLICIES.values()
-    ]
-
-
-def default_capability_rows() -> list[dict[str, Any]]:
-    """The capability matrix: every capability × every default actor kind."""
-    return [
-        {
-            "cap_name": cap.cap_name,
-            "actor_kind": kind,
-            "granted": kind in cap.grants,
-            "cap_group": cap.group,
-            "description": cap.description,
-        }
-        for cap in defaults.CAPABILITIES
-        for kind in defaults.ACTOR_KINDS
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,5 +239,5 @@ async def erase_event_payload(
 async def _call_void(db: Executor, sql: str, *params: Any) -> None:
     try:
         await db.execute(sql, *params)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
