@@ -70,9 +70,10 @@ def free_port() -> int:
 class HttpGateway:
     """``python -m isokron.gateway --transport http`` as a subprocess on a free port."""
 
-    def __init__(self, dsns: SubstrateDSNs, log_path: Path) -> None:
+    def __init__(self, dsns: SubstrateDSNs, log_path: Path, *extra_args: str) -> None:
         self.dsns = dsns
         self.log_path = log_path
+        self.extra_args = extra_args
         self.port = 0
         self._process: asyncio.subprocess.Process | None = None
 
@@ -89,7 +90,9 @@ class HttpGateway:
         log = self.log_path.open("ab")
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
-            *gateway_args(self.dsns, "--transport", "http", "--port", str(self.port)),
+            *gateway_args(
+                self.dsns, "--transport", "http", "--port", str(self.port), *self.extra_args
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,

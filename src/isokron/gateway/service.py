@@ -222,6 +222,10 @@ class Gateway:
             )
             event_type = prepared.event_type
         quotas = quota_rows(governance, op, event_type)
+        if verdict.effect == "escalate" and prepared.op:
+            # A held write still counts as a request of its kind (e.g. a policy override).
+            held = quota_rows(governance, prepared.op, prepared.event_type)
+            quotas += [q for q in held if q not in quotas]
         try:
             submitted = await store.submit(
                 self.gateway_pool,
