@@ -77,6 +77,9 @@ class Principal:
     token_prefix: str
     #: When the token was issued (Unix seconds), for policy.kora_service_token_max_age_days.
     issued_at: float | None = None
+    #: Hex SHA-256 of the presented token: the credential every write carries to the database,
+    #: which resolves the actor from it again (never logged; not the secret itself).
+    token_sha256: str = ""
 
     def claims(self) -> dict[str, str]:
         """The principal as AccessToken claims (how it crosses the SDK's HTTP auth layer)."""
@@ -87,6 +90,7 @@ class Principal:
             "token_id": self.token_id,
             "token_prefix": self.token_prefix,
             "issued_at": "" if self.issued_at is None else repr(self.issued_at),
+            "token_sha256": self.token_sha256,
         }
 
     @classmethod
@@ -99,6 +103,7 @@ class Principal:
             token_id=str(claims["token_id"]),
             token_prefix=str(claims["token_prefix"]),
             issued_at=float(claims["issued_at"]) if claims.get("issued_at") else None,
+            token_sha256=str(claims.get("token_sha256", "")),
         )
 
 
@@ -115,7 +120,9 @@ def loggable_prefix(token: str | None) -> str | None:
     return token_public_prefix(token) if token is not None and is_well_formed(token) else None
 
 
-def principal_from_record(record: Mapping[str, Any] | None, prefix: str) -> Principal:
+def principal_from_record(
+    record: Mapping[str, Any] | None, prefix: str, digest: bytes = b""
+) -> Principal:
     """Turn an ``authenticate_token`` result into a principal, or raise ``unauthenticated``."""
     if record is None:
         raise RefusalError("unauthenticated", UNKNOWN_TOKEN_MESSAGE.format(prefix=prefix))
@@ -131,6 +138,7 @@ def principal_from_record(record: Mapping[str, Any] | None, prefix: str) -> Prin
         token_id=str(record["token_id"]),
         token_prefix=str(record.get("token_prefix") or prefix),
         issued_at=_seconds(record.get("issued_at")),
+        token_sha256=digest.hex(),
     )
 
 
@@ -171,11 +179,11 @@ class Authenticator:
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            return principal_from_record(cached[0], prefix)
+            return principal_from_record(cached[0], prefix, digest)
         record = await self._lookup(digest)
         if self._ttl > 0:
             self._remember(digest, record, now + self._cache_seconds(record), now)
-        return principal_from_record(record, prefix)
+        return principal_from_record(record, prefix, digest)
 
     def _cache_seconds(self, record: Mapping[str, Any] | None) -> float:
         # Never cache an active token past its own expiry.

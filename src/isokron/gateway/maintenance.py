@@ -16,14 +16,14 @@ import logging
 import asyncpg
 
 from isokron.errors import IsoKronError
-from isokron.gateway import store
+from isokron.substrate import writes
 
 log = logging.getLogger("isokron.gateway.maintenance")
 
 
 async def run_once(pool: asyncpg.Pool) -> dict[str, int]:
     """One maintenance pass over every workspace; returns the totals of what it closed."""
-    result = await store.maintain(pool)
+    result = await writes.maintain(pool)
     totals: dict[str, int] = {}
     for workspace in result.get("workspaces", []):
         for key, value in workspace.items():

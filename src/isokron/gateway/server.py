@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isokron import __version__
 from isokron.errors import SubstrateError
-from isokron.gateway import maintenance, store
+from isokron.gateway import maintenance
 from isokron.gateway.arguments import ArgumentGuard
 from isokron.gateway.auth import (
     MISSING_TOKEN_MESSAGE,
@@ -47,6 +47,7 @@ from isokron.gateway.settings import (
     GatewaySettings,
 )
 from isokron.gateway.tools import build_tools
+from isokron.substrate import writes
 from isokron.substrate.connection import create_pool
 from isokron.substrate.dsn import redact_dsn
 from isokron.substrate.writes import token_public_prefix
@@ -97,7 +98,7 @@ def build_server(gateway: Gateway, settings: GatewaySettings) -> MCPServer:
 async def health_response(gateway: Gateway) -> JSONResponse:
     """``{"status", "database", "transport", "version"}``; HTTP 503 when the database is down."""
     try:
-        await asyncio.wait_for(store.ping(gateway.gateway_pool), HEALTH_TIMEOUT_SECONDS)
+        await asyncio.wait_for(writes.ping(gateway.gateway_pool), HEALTH_TIMEOUT_SECONDS)
     except (SubstrateError, TimeoutError) as exc:
         log.warning("[isokron.gateway.health] database unreachable: %s", exc)
         body = {"status": "degraded", "database": "unreachable"}

@@ -5,7 +5,7 @@
     -> screen: workspace, kill switch,          pipeline.screen (pure, synchronous)
        capability, size caps, arguments,
        constitution
-    -> one round trip (write tools):            store.submit
+    -> one round trip (write tools):            writes.submit
        rate limit + the write and its chain
        event, or the escalation, or the
        denial event -- in one transaction
@@ -38,7 +38,7 @@ from isokron.errors import (
     SubstrateError,
     SubstrateUnavailableError,
 )
-from isokron.gateway import results, store
+from isokron.gateway import results
 from isokron.gateway.auth import Authenticator, Principal, loggable_prefix
 from isokron.gateway.decision_log import log_decision
 from isokron.gateway.governance import Governance, GovernanceCache
@@ -55,6 +55,7 @@ from isokron.governance.arguments import RecordDenialArgs
 from isokron.governance.operations import OPERATIONS, WRITE_QUOTAS, WRITES, quotas_for
 from isokron.governance.policies import POLICIES, TOKEN_MAX_AGE
 from isokron.governance.redaction import redact_secrets
+from isokron.substrate import writes
 from isokron.substrate.database_errors import translate
 
 log = logging.getLogger("isokron.gateway")
@@ -202,7 +203,7 @@ class Gateway:
             denial = _denial(
                 spec.name, verdict.code or "", verdict.message, verdict.rule_id, arguments=copy
             )
-            op, args, key, event_type = store.RECORD_DENIAL, denial, None, None
+            op, args, key, event_type = writes.RECORD_DENIAL, denial, None, None
             over_limit = denial if verdict.before_rate_limit else quota_denial
         elif verdict.effect == "escalate":
             op, key, over_limit = "raise_escalation", idempotency_key, quota_denial
@@ -227,10 +228,10 @@ class Gateway:
             held = quota_rows(governance, prepared.op, prepared.event_type)
             quotas += [q for q in held if q not in quotas]
         try:
-            submitted = await store.submit(
+            submitted = await writes.submit(
                 self.gateway_pool,
                 workspace_id=principal.workspace_id,
-                actor_id=principal.actor_id,
+                token_sha256=bytes.fromhex(principal.token_sha256),
                 quotas=quotas,
                 op=op,
                 args=args,
@@ -295,12 +296,12 @@ class Gateway:
         denial = _denial(spec.name, code, message)
         event_id: str | None = None
         try:
-            submitted = await store.submit(
+            submitted = await writes.submit(
                 self.gateway_pool,
                 workspace_id=principal.workspace_id,
-                actor_id=principal.actor_id,
-                quotas=quota_rows(governance, store.RECORD_DENIAL, None),
-                op=store.RECORD_DENIAL,
+                token_sha256=bytes.fromhex(principal.token_sha256),
+                quotas=quota_rows(governance, writes.RECORD_DENIAL, None),
+                op=writes.RECORD_DENIAL,
                 args=denial,
                 idempotency_key=None,
                 over_limit_denial=denial,
@@ -480,7 +481,7 @@ def quota_rows(governance: Governance, op: str, event_type: str | None) -> list[
     ]
 
 
-def quota_refusal(submitted: store.Submitted) -> tuple[str, str]:
+def quota_refusal(submitted: writes.Submitted) -> tuple[str, str]:
     """The code and sentence of a call the admission refused."""
     quota = QUOTAS_BY_BUCKET.get(submitted.bucket or "writes", WRITES)
     what = QUOTA_WORDS.get(quota.bucket, quota.bucket)

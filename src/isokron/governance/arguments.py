@@ -145,6 +145,9 @@ class DecideEscalationArgs(OperationArguments):
     escalation_id: UUID
     decision: Literal["approved", "rejected"]
     note: str | None = None
+    #: Approve even though the raiser no longer holds the capability: the held write runs as
+    #: the deciding operator, and the decision event says so.
+    override: bool | None = None
 
 
 class SetCharterArgs(OperationArguments):

@@ -79,8 +79,9 @@ class Operation:
 
     @property
     def governance(self) -> bool:
-        """Governance operations are for operator actors only (``isokron_api.govern``)."""
-        return self.kind == "governance"
+        """Governance operations and decisions need an operator's credential (the registry's
+        ``governance`` flag)."""
+        return self.kind in ("governance", "decision")
 
 
 def _op(

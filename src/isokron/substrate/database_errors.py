@@ -46,6 +46,7 @@ SUBSTRATE_SQLSTATES: Mapping[str, str] = {
     "IKR01": "rate_limited",
     "IKQ01": "quota_exceeded",
     "IKU01": "unauthenticated",
+    "IKW01": "workspace_mismatch",
 }
 #: PostgreSQL states we rely on -> refusal code.
 POSTGRES_SQLSTATES: Mapping[str, str] = {

@@ -7,7 +7,8 @@
 --  * Proposals and escalations can be 'expired'; isokron_api.maintain closes the overdue ones,
 --    archives scratchpad entries past their retention and deletes stale idempotency keys,
 --    each closing chained (governance.*.expired, governance.scratchpad.archived).
---  * isokron.op_set_actor_status: disable / enable an actor (governed, chained).
+--  * isokron.op_set_actor_status: disable / enable an actor (governed, chained); a disabled
+--    actor's token is refused with IKD02 (actor_disabled).
 --  * isokron.op_record_denial keeps a (redacted) copy of the refused arguments.
 -- Citus: every new table is keyed by workspace_id first; no row types in signatures; scoping
 -- through isokron.enter_workspace.
@@ -25,21 +26,55 @@ ALTER TABLE kronicle.policy_change_proposals ADD CONSTRAINT policy_change_propos
     CHECK (status IN ('pending', 'accepted', 'rejected', 'expired'));
 
 -- ---------------------------------------------------------------- the operation registry
--- The registry is i9's (migrations 0010-0019); created here too when absent so that this
--- migration stands on its own. One row per isokron.op_<name>.
-CREATE TABLE IF NOT EXISTS isokron.operation_registry (
-    operation   TEXT PRIMARY KEY,
-    capability  TEXT NULL,
-    governance  BOOLEAN NOT NULL
-);
 INSERT INTO isokron.operation_registry (operation, capability, governance)
 VALUES ('set_actor_status', NULL, true)
-ON CONFLICT (operation) DO NOTHING;
+ON CONFLICT (operation) DO UPDATE
+    SET capability = EXCLUDED.capability, governance = EXCLUDED.governance;
+
+-- ---------------------------------------------------------------- authentication
+-- As 0010's, but a disabled actor's token is refused with its own code (IKD02 actor_disabled):
+-- the actor exists and its tokens stay revocable; an operator can enable it again.
+CREATE OR REPLACE FUNCTION isokron.principal_of_token(p_token_sha256 BYTEA) RETURNS JSONB
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v JSONB;
+BEGIN
+    IF p_token_sha256 IS NULL OR octet_length(p_token_sha256) <> 32 THEN
+        PERFORM isokron.fail('IKU01', 'a write needs the SHA-256 (32 bytes) of a service token');
+    END IF;
+    PERFORM set_config('isokron.all_workspaces', 'on', true);
+    SELECT jsonb_build_object(
+        'workspace_id', t.workspace_id, 'actor_id', t.actor_id, 'actor_kind', a.actor_kind,
+        'token_id', t.token_id, 'token_prefix', t.token_prefix,
+        'status', CASE WHEN t.revoked_at IS NOT NULL THEN 'revoked'
+                       WHEN t.expires_at IS NOT NULL AND t.expires_at <= now() THEN 'expired'
+                       WHEN a.status <> 'active' THEN 'actor_disabled'
+                       ELSE 'active' END)
+        INTO v
+        FROM isokron.service_tokens t
+        JOIN public.actor_registry a ON a.workspace_id = t.workspace_id AND a.actor_id = t.actor_id
+        WHERE t.token_hash = p_token_sha256;
+    PERFORM set_config('isokron.all_workspaces', 'off', true);
+    IF v IS NULL THEN
+        PERFORM isokron.fail('IKU01', 'the service token is not known to this substrate');
+    END IF;
+    IF v ->> 'status' = 'actor_disabled' THEN
+        PERFORM isokron.fail('IKD02', 'the actor of service token ' || (v ->> 'token_prefix')
+            || '... is disabled in its workspace; an operator can enable it again');
+    END IF;
+    IF v ->> 'status' <> 'active' THEN
+        PERFORM isokron.fail('IKU01', 'the service token ' || (v ->> 'token_prefix') || '... is '
+            || (v ->> 'status') || '; ask an operator for a new one');
+    END IF;
+    RETURN v;
+END
+$fn$;
 
 -- ---------------------------------------------------------------- quotas
 -- isokron.quota_windows replaces isokron.rate_limit_windows (the per-minute budget is its
 -- "writes" bucket); the rows of the old table are only the current minute's counts.
 DROP FUNCTION IF EXISTS isokron_api.consume_rate_limit(TEXT, UUID, INTEGER);
+DROP FUNCTION IF EXISTS isokron_api.consume_rate_limit(BYTEA, INTEGER);
 DROP TABLE IF EXISTS isokron.rate_limit_windows;
 CREATE TABLE IF NOT EXISTS isokron.quota_windows (
     workspace_id  TEXT NOT NULL REFERENCES public.workspaces (id),
@@ -73,16 +108,19 @@ $fn$;
 
 -- p_quotas: [{"bucket": "writes", "limit": 60, "window_seconds": 60, "code": "rate_limited"}, ...]
 -- The bucket "writes" is always counted (a refused call costs one unit, which bounds denial
--- events, see gateway/store.py); every other bucket is counted only when the call is admitted.
+-- events, see substrate/writes.py); every other bucket is counted only when the call is admitted.
 -- The "writes" row stays locked until the write commits, so one actor's admissions are
 -- serialized and the other buckets' counts are exact.
-CREATE OR REPLACE FUNCTION isokron_api.admit_write(
-    p_workspace_id TEXT, p_actor_id UUID, p_quotas JSONB
-) RETURNS JSONB
+-- The actor is the holder of the presented token (its SHA-256), resolved here as for a write.
+CREATE OR REPLACE FUNCTION isokron_api.admit_write(p_token_sha256 BYTEA, p_quotas JSONB)
+RETURNS JSONB
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    v_who JSONB := isokron.principal_of_token(p_token_sha256);
+    p_workspace_id TEXT := v_who ->> 'workspace_id';
+    p_actor_id UUID := (v_who ->> 'actor_id')::uuid;
     v_now TIMESTAMPTZ := now();
     q JSONB;
     v_bucket TEXT;
@@ -184,6 +222,7 @@ CREATE OR REPLACE FUNCTION isokron.op_record_denial(
 ) RETURNS JSONB
 LANGUAGE plpgsql AS $fn$
 BEGIN
+    -- writes no state row: the event is all there is
     RETURN isokron.event_result(hivex_foundation.append_chain_event(p_tenant, p_actor_id,
         'gateway.write.denied',
         jsonb_strip_nulls(jsonb_build_object(
@@ -207,7 +246,8 @@ DECLARE
     v_kind TEXT;
     v_name TEXT;
     v_old TEXT;
-    v_event hivex_foundation.event_log;
+    v_eid UUID := gen_random_uuid();
+    v_ev JSONB;
 BEGIN
     IF v_status NOT IN ('active', 'disabled') THEN
         PERFORM isokron.fail('IKV01', 'status must be active or disabled');
@@ -228,14 +268,17 @@ BEGIN
         PERFORM isokron.fail('IKC01', 'actor ' || v_target || ' is the last active operator; '
             || 'enable another operator first');
     END IF;
-    v_event := hivex_foundation.append_chain_event(p_tenant, p_actor_id,
-        CASE WHEN v_status = 'disabled' THEN 'governance.actor.disabled'
-             ELSE 'governance.actor.enabled' END,
-        jsonb_build_object('actor_id', v_target, 'actor_kind', v_kind, 'display_name', v_name,
-                           'status', v_status, 'previous_status', v_old, 'reason', v_reason));
     UPDATE public.actor_registry SET status = v_status
         WHERE workspace_id = p_workspace_id AND actor_id = v_target;
-    RETURN isokron.event_result(v_event) || jsonb_build_object(
+    v_ev := hivex_foundation.append_chain_event(p_tenant, p_actor_id,
+        CASE WHEN v_status = 'disabled' THEN 'governance.actor.disabled'
+             ELSE 'governance.actor.enabled' END,
+        isokron.with_state(
+            jsonb_build_object('actor_id', v_target, 'actor_kind', v_kind, 'display_name', v_name,
+                               'status', v_status, 'previous_status', v_old, 'reason', v_reason),
+            'public.actor_registry', p_workspace_id, ARRAY[v_target::text]),
+        v_eid);
+    RETURN isokron.event_result(v_ev) || jsonb_build_object(
         'actor_id', v_target, 'actor_kind', v_kind, 'status', v_status);
 END
 $fn$;
@@ -265,7 +308,8 @@ DECLARE
     v_keep NUMERIC := isokron.policy_number(p_workspace_id, 'policy.kora_scratchpad_retention_days');
     v_ttl NUMERIC := isokron.policy_number(p_workspace_id, 'policy.kora_idempotency_ttl_hours');
     r RECORD;
-    v_event hivex_foundation.event_log;
+    v_eid UUID;
+    v_at TIMESTAMPTZ;
     v_escalations INTEGER := 0;
     v_proposals INTEGER := 0;
     v_entries INTEGER := 0;
@@ -283,15 +327,20 @@ BEGIN
                  WHERE workspace_id = p_workspace_id AND status = 'open'
                    AND created_at <= v_now - make_interval(secs => (v_sla * 3600)::float8)
                  ORDER BY created_at LIMIT p_batch FOR UPDATE LOOP
-            v_event := hivex_foundation.append_chain_event(v_tenant, v_operator,
-                'governance.escalation.expired',
-                jsonb_build_object('escalation_id', r.escalation_id, 'actor_id', r.actor_id,
-                                   'tool', r.tool, 'status', 'expired', 'sla_hours', v_sla));
+            v_eid := gen_random_uuid();
+            v_at := clock_timestamp();
             UPDATE kronicle.escalations
-                SET status = 'expired', decided_by = v_operator, decided_at = v_event.occurred_at,
+                SET status = 'expired', decided_by = v_operator, decided_at = v_at,
                     decision_note = 'expired: open longer than policy.kora_escalation_sla_hours ('
-                        || v_sla || ' h)', decision_event_id = v_event.event_id
+                        || v_sla || ' h)', decision_event_id = v_eid
                 WHERE workspace_id = p_workspace_id AND escalation_id = r.escalation_id;
+            PERFORM hivex_foundation.append_chain_event(v_tenant, v_operator,
+                'governance.escalation.expired',
+                isokron.with_state(
+                    jsonb_build_object('escalation_id', r.escalation_id, 'actor_id', r.actor_id,
+                                       'tool', r.tool, 'status', 'expired', 'sla_hours', v_sla),
+                    'kronicle.escalations', p_workspace_id, ARRAY[r.escalation_id::text]),
+                v_eid);
             v_escalations := v_escalations + 1;
         END LOOP;
     END IF;
@@ -304,23 +353,30 @@ BEGIN
                      WHERE workspace_id = p_workspace_id AND status = 'pending'
                        AND created_at <= v_now - make_interval(secs => (v_expiry * 86400)::float8)
                  ORDER BY created_at LIMIT p_batch LOOP
-            v_event := hivex_foundation.append_chain_event(v_tenant, v_operator,
-                'governance.proposal.expired',
-                jsonb_build_object('proposal_kind', r.kind, 'proposal_id', r.proposal_id,
-                                   'status', 'expired', 'expiry_days', v_expiry));
+            v_eid := gen_random_uuid();
+            v_at := clock_timestamp();
             IF r.kind = 'convention' THEN
                 UPDATE kronicle.convention_proposals
                     SET status = 'expired', decided_by = v_operator,
-                        decided_at = v_event.occurred_at, decision_event_id = v_event.event_id,
+                        decided_at = v_at, decision_event_id = v_eid,
                         decision_note = 'expired: pending longer than policy.kora_proposal_expiry_days'
                     WHERE workspace_id = p_workspace_id AND proposal_id = r.proposal_id;
             ELSE
                 UPDATE kronicle.policy_change_proposals
                     SET status = 'expired', decided_by = v_operator,
-                        decided_at = v_event.occurred_at, decision_event_id = v_event.event_id,
+                        decided_at = v_at, decision_event_id = v_eid,
                         decision_note = 'expired: pending longer than policy.kora_proposal_expiry_days'
                     WHERE workspace_id = p_workspace_id AND proposal_id = r.proposal_id;
             END IF;
+            PERFORM hivex_foundation.append_chain_event(v_tenant, v_operator,
+                'governance.proposal.expired',
+                isokron.with_state(
+                    jsonb_build_object('proposal_kind', r.kind, 'proposal_id', r.proposal_id,
+                                       'status', 'expired', 'expiry_days', v_expiry),
+                    CASE WHEN r.kind = 'convention' THEN 'kronicle.convention_proposals'
+                         ELSE 'kronicle.policy_change_proposals' END,
+                    p_workspace_id, ARRAY[r.proposal_id::text]),
+                v_eid);
             v_proposals := v_proposals + 1;
         END LOOP;
     END IF;
@@ -329,13 +385,15 @@ BEGIN
                  WHERE workspace_id = p_workspace_id AND status = 'active'
                    AND created_at <= v_now - make_interval(secs => (v_keep * 86400)::float8)
                  ORDER BY created_at LIMIT p_batch FOR UPDATE LOOP
-            v_event := hivex_foundation.append_chain_event(v_tenant, v_operator,
-                'governance.scratchpad.archived',
-                jsonb_build_object('entry_id', r.entry_id, 'actor_id', r.actor_id, 'kind', r.kind,
-                                   'content_hash', r.content_hash, 'status', 'archived',
-                                   'retention_days', v_keep));
             UPDATE kronicle.agent_scratchpad_entries SET status = 'archived'
                 WHERE workspace_id = p_workspace_id AND entry_id = r.entry_id;
+            PERFORM hivex_foundation.append_chain_event(v_tenant, v_operator,
+                'governance.scratchpad.archived',
+                isokron.with_state(
+                    jsonb_build_object('entry_id', r.entry_id, 'actor_id', r.actor_id,
+                                       'kind', r.kind, 'content_hash', r.content_hash,
+                                       'status', 'archived', 'retention_days', v_keep),
+                    'kronicle.agent_scratchpad_entries', p_workspace_id, ARRAY[r.entry_id::text]));
             v_entries := v_entries + 1;
         END LOOP;
     END IF;
@@ -379,7 +437,7 @@ BEGIN
 END
 $fn$;
 
-REVOKE ALL ON FUNCTION isokron_api.admit_write(TEXT, UUID, JSONB) FROM PUBLIC;
+REVOKE ALL ON FUNCTION isokron_api.admit_write(BYTEA, JSONB) FROM PUBLIC;
 REVOKE ALL ON FUNCTION isokron_api.token_issued_at(BYTEA) FROM PUBLIC;
 REVOKE ALL ON FUNCTION isokron_api.maintain(TEXT) FROM PUBLIC;
 REVOKE ALL ON FUNCTION isokron.quota_slot(INTEGER, TIMESTAMPTZ) FROM PUBLIC;
@@ -387,7 +445,7 @@ REVOKE ALL ON FUNCTION isokron.policy_number(TEXT, TEXT) FROM PUBLIC;
 REVOKE ALL ON FUNCTION isokron.maintain_workspace(TEXT, INTEGER) FROM PUBLIC;
 REVOKE ALL ON FUNCTION isokron.op_set_actor_status(UUID, TEXT, UUID, JSONB) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    isokron_api.admit_write(TEXT, UUID, JSONB),
+    isokron_api.admit_write(BYTEA, JSONB),
     isokron_api.token_issued_at(BYTEA),
     isokron_api.maintain(TEXT)
     TO isokron_gateway;
