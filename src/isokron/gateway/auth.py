@@ -64,6 +64,10 @@ UNKNOWN_TOKEN_MESSAGE = (
 
 #: Why the current HTTP request's token was refused, for the 401 reply (see server.py).
 refusal_reason: ContextVar[str | None] = ContextVar("isokron_gateway_refusal_reason", default=None)
+#: ... and its code (``unauthenticated`` or ``actor_disabled``).
+refusal_code: ContextVar[str] = ContextVar(
+    "isokron_gateway_refusal_code", default="unauthenticated"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +237,7 @@ class GatewayTokenVerifier(TokenVerifier):
                 refusal, token_prefix=loggable_prefix(token), started=started
             )
             refusal_reason.set(refusal.message)
+            refusal_code.set(refusal.code)
             return None
         return AccessToken(
             token=principal.token_prefix,

@@ -35,6 +35,7 @@ from isokron.gateway.auth import (
     MISSING_TOKEN_MESSAGE,
     GatewayTokenVerifier,
     is_well_formed,
+    refusal_code,
     refusal_reason,
 )
 from isokron.gateway.service import Gateway
@@ -127,6 +128,7 @@ class ExplainUnauthenticated:
             await self._app(scope, receive, send)
             return
         refusal_reason.set(None)
+        refusal_code.set("unauthenticated")
         rewriting = False
 
         async def reply(message: Message) -> None:
@@ -137,22 +139,24 @@ class ExplainUnauthenticated:
             if rewriting and message["type"] == "http.response.body":
                 if message.get("more_body"):
                     return
-                await _send_unauthenticated(send, refusal_reason.get() or MISSING_TOKEN_MESSAGE)
+                await _send_unauthenticated(
+                    send, refusal_reason.get() or MISSING_TOKEN_MESSAGE, refusal_code.get()
+                )
                 return
             await send(message)
 
         await self._app(scope, receive, reply)
 
 
-async def _send_unauthenticated(send: Send, reason: str) -> None:
+async def _send_unauthenticated(send: Send, reason: str, code: str = "unauthenticated") -> None:
     body = json.dumps(
         {
             "jsonrpc": "2.0",
             "id": None,
             "error": {
                 "code": UNAUTHENTICATED_JSONRPC_CODE,
-                "message": f"[unauthenticated] {reason}",
-                "data": {"code": "unauthenticated"},
+                "message": f"[{code}] {reason}",
+                "data": {"code": code},
             },
         },
         ensure_ascii=False,
