@@ -104,7 +104,7 @@ def _deny_secret(rule_id: str, what: str, pattern: str) -> dict[str, Any]:
 
 
 #: Revision 1 of every workspace's constitution, in the rule format documented in
-#: ``isokron.substrate.constitution``. Shapes are deliberately stricter than a bare prefix so
+#: ``isokron.governance.rules``. Shapes are deliberately stricter than a bare prefix so
 #: that documentation such as "wsk_* token valid" is not refused. The lookbehinds keep words
 #: such as "task-..." from looking like tokens; they come *after* the literal prefix because a
 #: pattern that starts with a literal lets the regex engine skip ahead to candidate positions,
