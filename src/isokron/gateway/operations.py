@@ -1,6 +1,6 @@
 """What each gateway tool does, apart from how the MCP SDK sees it.
 
-A :class:`ToolSpec` names a tool's capability (from ``defaults.TOOL_CAPABILITIES``) and says
+A :class:`ToolSpec` names a tool's capability (from ``isokron.governance.operations``) and says
 how to turn its validated arguments into what the pipeline screens: for a write tool, the
 substrate write operation and its arguments (:class:`Prepared`); for a read tool, a coroutine
 that reads through the reader role.
