@@ -35,6 +35,8 @@ UNLIMITED_POLICIES: dict[str, Any] = {
     "policy.kora_rate_limit_burst": 1_000_000_000,
     "policy.kora_max_nodes_per_minute": 1_000_000_000,
     "policy.kora_max_links_per_minute": 1_000_000_000,
+    "policy.kora_max_proposals_per_24h": 1_000_000_000,
+    "policy.kora_max_open_escalations": 1_000_000_000,
 }
 
 

@@ -13,7 +13,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from isokron.governance.vocabulary import ProposalKind, ScratchpadKind, Visibility
+from isokron.governance.vocabulary import (
+    EscalationDecision,
+    ProposalDecision,
+    ProposalKind,
+    ScratchpadKind,
+    Visibility,
+)
 
 __all__ = [
     "describe_validation_error",
@@ -137,13 +143,13 @@ class RecordDenialArgs(OperationArguments):
 class DecideProposalArgs(OperationArguments):
     proposal_kind: ProposalKind
     proposal_id: UUID
-    decision: Literal["accepted", "rejected"]
+    decision: ProposalDecision
     note: str | None = None
 
 
 class DecideEscalationArgs(OperationArguments):
     escalation_id: UUID
-    decision: Literal["approved", "rejected"]
+    decision: EscalationDecision
     note: str | None = None
     #: Approve even though the raiser no longer holds the capability: the held write runs as
     #: the deciding operator, and the decision event says so.

@@ -65,6 +65,10 @@ VISIBILITY_SCOPES: tuple[str, ...] = get_args(Visibility)
 ProposalKind = Literal["convention", "policy_change"]
 PROPOSAL_KINDS: tuple[str, ...] = get_args(ProposalKind)
 #: ``expired``: closed by maintenance after policy.kora_proposal_expiry_days.
-PROPOSAL_STATUSES = ("pending", "accepted", "rejected", "expired")
+ProposalStatus = Literal["pending", "accepted", "rejected", "expired"]
+PROPOSAL_STATUSES: tuple[str, ...] = get_args(ProposalStatus)
+ProposalDecision = Literal["accepted", "rejected"]
 #: ``expired``: closed by maintenance after policy.kora_escalation_sla_hours.
-ESCALATION_STATUSES = ("open", "approved", "rejected", "expired")
+EscalationStatus = Literal["open", "approved", "rejected", "expired"]
+ESCALATION_STATUSES: tuple[str, ...] = get_args(EscalationStatus)
+EscalationDecision = Literal["approved", "rejected"]

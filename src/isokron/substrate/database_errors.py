@@ -43,8 +43,6 @@ SUBSTRATE_SQLSTATES: Mapping[str, str] = {
     "IKD01": "capability_denied",
     "IKD02": "actor_disabled",
     "IKA01": "conflict",  # append-only violation: an event may not be changed or removed
-    "IKR01": "rate_limited",
-    "IKQ01": "quota_exceeded",
     "IKU01": "unauthenticated",
     "IKW01": "workspace_mismatch",
 }
