@@ -325,3 +325,36 @@ async def test_operations_are_dispatched_by_name_from_the_registry(
         finally:
             await conn.execute("DELETE FROM isokron.operation_registry WHERE operation = $1", name)
             await conn.execute(f"DROP FUNCTION isokron.op_{name}(uuid, text, uuid, jsonb)")
+
+
+@pytest.mark.policy_effect("policy.kora_service_token_max_age_days")
+async def test_a_token_past_the_max_age_is_refused_by_the_database(
+    make_workspace: Callable, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+) -> None:
+    """The limit holds for a write that bypasses the gateway (gateway DSN + a token hash)."""
+    ws = await make_workspace("tokenage")
+    kora = await _token(admin_pool, ws, "kora")
+    digest = writes.token_sha256(kora.token)
+    note = {"event_type": "kora.note.recorded"}
+    await admin_pool.execute(  # ten days pass for this token (the superuser backdates it)
+        "UPDATE isokron.service_tokens SET created_at = now() - interval '10 days' "
+        "WHERE workspace_id = $1 AND token_id = $2",
+        ws.workspace_id,
+        kora.token_id,
+    )
+    assert (await writes.write_with_token(gateway_pool, "append_event", digest, note))["seq"]
+    async with admin_pool.acquire() as conn:
+        await writes.govern(
+            conn,
+            "set_policies",
+            ws.workspace_id,
+            ws.operator_actor_id,
+            {
+                "policies": [
+                    {"policy_key": "policy.kora_service_token_max_age_days", "policy_value": 7}
+                ]
+            },
+        )
+    refused = await _refusal(writes.write_with_token(gateway_pool, "append_event", digest, note))
+    assert refused.code == "unauthenticated"
+    assert "policy.kora_service_token_max_age_days" in refused.message

@@ -32,12 +32,16 @@ ON CONFLICT (operation) DO UPDATE
     SET capability = EXCLUDED.capability, governance = EXCLUDED.governance;
 
 -- ---------------------------------------------------------------- authentication
--- As 0010's, but a disabled actor's token is refused with its own code (IKD02 actor_disabled):
--- the actor exists and its tokens stay revocable; an operator can enable it again.
+-- As 0011's, but a disabled actor's token is refused with its own code (IKD02 actor_disabled):
+-- the actor exists and its tokens stay revocable; an operator can enable it again. And a token
+-- older than its workspace's policy.kora_service_token_max_age_days (a positive number) is
+-- refused here too, so a write that bypasses the gateway meets the same limit.
 CREATE OR REPLACE FUNCTION isokron.principal_of_token(p_token_sha256 BYTEA) RETURNS JSONB
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v JSONB;
+    v_issued TIMESTAMPTZ;
+    v_max_days NUMERIC;
 BEGIN
     IF p_token_sha256 IS NULL OR octet_length(p_token_sha256) <> 32 THEN
         PERFORM isokron.fail('IKU01', 'a write needs the SHA-256 (32 bytes) of a service token');
@@ -50,13 +54,25 @@ BEGIN
                        WHEN t.expires_at IS NOT NULL AND t.expires_at <= now() THEN 'expired'
                        WHEN a.status <> 'active' THEN 'actor_disabled'
                        ELSE 'active' END)
-        INTO v
+        , t.created_at,
+        (SELECT CASE WHEN jsonb_typeof(p.policy_value) = 'number'
+                     THEN (p.policy_value #>> '{}')::numeric END
+           FROM public.kora_policy_registry p
+          WHERE p.workspace_id = t.workspace_id
+            AND p.policy_key = 'policy.kora_service_token_max_age_days')
+        INTO v, v_issued, v_max_days
         FROM isokron.service_tokens t
         JOIN public.actor_registry a ON a.workspace_id = t.workspace_id AND a.actor_id = t.actor_id
         WHERE t.token_hash = p_token_sha256;
     PERFORM set_config('isokron.all_workspaces', 'off', true);
     IF v IS NULL THEN
         PERFORM isokron.fail('IKU01', 'the service token is not known to this substrate');
+    END IF;
+    IF v ->> 'status' = 'active' AND v_max_days > 0
+       AND v_issued < now() - make_interval(secs => (v_max_days * 86400)::float8) THEN
+        PERFORM isokron.fail('IKU01', 'the service token ' || (v ->> 'token_prefix')
+            || '... is older than policy.kora_service_token_max_age_days (' || v_max_days
+            || ' days); ask an operator for a new one');
     END IF;
     IF v ->> 'status' = 'actor_disabled' THEN
         PERFORM isokron.fail('IKD02', 'the actor of service token ' || (v ->> 'token_prefix')
