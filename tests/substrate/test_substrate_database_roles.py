@@ -95,7 +95,9 @@ async def test_database_ones_roles_can_neither_read_nor_write_database_two(
                     "SELECT isokron_api.write($1, 'append_event', '{}')",
                     (other["hash"],),
                 ),
-                ("SELECT isokron_api.consume_rate_limit($1, 60)", (other["hash"],)),
+                ("SELECT isokron_api.admit_write($1, '[]')", (other["hash"],)),
+                ("SELECT isokron_api.token_issued_at($1)", (other["hash"],)),
+                ("SELECT isokron_api.maintain($1)", (other["ws"].workspace_id,)),
                 ("SELECT isokron_api.authenticate_token($1)", (other["hash"],)),
             ):
                 tried += 1
@@ -123,3 +125,22 @@ def test_the_two_databases_roles_differ(two: dict[str, Any]) -> None:
     assert {one.owner, one.reader, one.gateway}.isdisjoint(
         {other.owner, other.reader, other.gateway}
     )
+
+
+async def test_what_postgresql_still_lets_any_role_do(two: dict[str, Any]) -> None:
+    """docs/security.md §4 lists what PostgreSQL allows every role; assert it stays true."""
+    one, other = two["one"], two["two"]
+    conn = await asyncpg.connect(_as(one["dsns"].gateway, other["dsns"].admin))
+    try:
+        # PUBLIC's default CONNECT and TEMP, and the catalogs.
+        names = await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relname = 'kora_policy_registry'"
+        )
+        assert len(names) == 1
+        async with conn.transaction():
+            await conn.execute("CREATE TEMP TABLE probe (x int) ON COMMIT DROP")
+        # Its own password (then back to none).
+        await conn.execute("ALTER ROLE CURRENT_USER PASSWORD 'changed-by-the-holder'")
+        await conn.execute("ALTER ROLE CURRENT_USER PASSWORD NULL")
+    finally:
+        await conn.close()

@@ -397,14 +397,20 @@ def _orphan_findings(conn: psycopg.Connection, workspace_id: str, tenant: UUID) 
 def export_workspace(
     dsn: str, workspace_id: str, target: Any, *, progress: Callable[[int], None] | None = None
 ) -> BundleHeader:
-    """Write the workspace's chain to an export bundle (see docs/chain.md)."""
-    with _connect(dsn) as conn, conn.transaction():
+    """Write the workspace's chain and its live state rows to an export bundle (one snapshot;
+    see docs/chain.md §6 and §11)."""
+    with _connect(dsn, snapshot=True) as conn, conn.transaction():
         tenant = _tenant_of(conn, workspace_id)
         return write_bundle(
             target,
             workspace_id=workspace_id,
             tenant_id=tenant,
             records=iter_chain(conn, tenant, with_payloads=True, progress=progress),
+            state_rows=(
+                (table.name, key, values)
+                for table in STATE_TABLES
+                for key, values in iter_state_rows(conn, table, workspace_id)
+            ),
         )
 
 
