@@ -18,6 +18,7 @@ import asyncpg
 import psycopg
 import pytest
 
+from isokron.governance.seeds import default_seed
 from isokron.substrate import connection, writes
 from isokron.substrate.dsn import (
     DatabaseRoles,
@@ -112,7 +113,7 @@ async def make_workspace(admin_pool: asyncpg.Pool) -> Callable:
     async def make(prefix: str = "ws") -> writes.CreatedWorkspace:
         ws_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
         async with admin_pool.acquire() as conn:
-            return await writes.create_workspace(conn, ws_id, f"Test {ws_id}")
+            return await writes.create_workspace(conn, ws_id, f"Test {ws_id}", seed=default_seed())
 
     return make
 
