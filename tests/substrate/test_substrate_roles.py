@@ -173,7 +173,8 @@ async def test_reader_can_select_its_workspace_but_execute_no_function(
     executable = await admin_pool.fetch(
         SELECT_EXECUTABLE_FUNCTIONS_SQL, "isokron_reader", SCHEMAS[1:]
     )
-    assert [r[0] for r in executable] == []
+    # Only the scoping helper (SET LOCAL with bind parameters; migration 0040).
+    assert [r[0] for r in executable] == ["isokron.set_local(text,text,boolean)"]
     assert await _refused(
         reader,
         "SELECT isokron_api.write('append_event', 'x', gen_random_uuid(), '{}'::jsonb, NULL)",

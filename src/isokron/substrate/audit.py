@@ -35,7 +35,7 @@ from isokron.substrate.dsn import redact_dsn
 log = logging.getLogger("isokron.substrate.audit")
 
 FETCH_BATCH = 20_000
-SET_SCOPE_SQL = "SELECT set_config('app.current_workspace_id', %s, true)"
+SET_SCOPE_SQL = "SELECT isokron.set_local('app.current_workspace_id', %s, true)"
 SELECT_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = %s"
 SELECT_CHAIN_SQL = """
 SELECT tenant_id, seq, event_id, actor_id, event_type,

@@ -26,7 +26,9 @@ from isokron.substrate.dsn import redact_dsn, validate_dsn
 
 log = logging.getLogger("isokron.substrate")
 
-SET_WORKSPACE_SQL = "SELECT set_config('app.current_workspace_id', $1, true)"
+# isokron.set_local is SET LOCAL with bind parameters: on Citus it reaches the workers where
+# row-level security is evaluated (set_config would not); see migration 0040.
+SET_WORKSPACE_SQL = "SELECT isokron.set_local('app.current_workspace_id', $1, true)"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_COMMAND_TIMEOUT = 30.0
 

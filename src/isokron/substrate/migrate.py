@@ -3,6 +3,7 @@
 Each migration is applied in one transaction together with yoyo's record of it, so a failure
 leaves nothing behind. Two processes may start at once: a PostgreSQL advisory lock serializes
 them, and under that lock any stale yoyo lock row (left by a killed process) is safe to clear.
+On a Citus coordinator the roles are first made on every node (:mod:`isokron.substrate.citus`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psycopg
 from yoyo import get_backend, read_migrations
 
 from isokron.errors import MigrationError, SubstrateUnavailableError
+from isokron.substrate.citus import citus_version, prepare_roles
 from isokron.substrate.dsn import redact_dsn, validate_dsn
 
 log = logging.getLogger("isokron.substrate.migrate")
@@ -57,6 +59,9 @@ def upgrade(dsn: str, *, progress: Callable[[str], None] | None = None) -> Migra
     with lock_conn:
         lock_conn.execute(ACQUIRE_LOCK_SQL, (MIGRATION_LOCK_KEY,))
         try:
+            if citus_version(lock_conn) is not None:
+                # Roles must be committed on every node before 0001 runs (see citus.py).
+                prepare_roles(lock_conn)
             backend = get_backend(_yoyo_uri(dsn))
             backend.break_lock()  # safe: we hold the advisory lock, so any row is stale
             pending = backend.to_apply(migrations)

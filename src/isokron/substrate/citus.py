@@ -1,0 +1,199 @@
+"""Running the substrate on a Citus cluster: role preparation and ``isokron db distribute``.
+
+Citus opens its connections to the workers as the *current* user, and propagates DDL (roles,
+schemas, functions) through those connections. Two consequences shape this module:
+
+* The three roles must exist on every node, committed, before the first migration runs: a
+  role created inside the migration's transaction is invisible to the new worker connection
+  Citus opens for ``SET LOCAL ROLE isokron_owner``. :func:`prepare_roles` creates them (and the
+  database grants) in their own committed statements; ``isokron db upgrade`` calls it first
+  whenever the target database has the ``citus`` extension.
+* ``isokron_owner`` must be able to log in *to the workers* (the SECURITY DEFINER functions run
+  as the owner, so Citus connects as the owner). It keeps no password anyone is told: a random
+  one is set and stored only in ``pg_dist_authinfo`` (readable by superusers alone), which is
+  where Citus looks up the password of its node-to-node connections. Its privileges are
+  unchanged; docs/scaling.md says how to restrict its ``pg_hba.conf`` lines to the cluster.
+
+:func:`distribute` makes the two small shared tables reference tables and distributes every
+workspace table by ``workspace_id`` in ONE co-location group, so a workspace's rows, its chain
+events and its chain head live in one shard group and an append never spans two nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from isokron.errors import ConfigError, SubstrateError, SubstrateUnavailableError
+from isokron.substrate.dsn import GATEWAY_ROLE, OWNER_ROLE, READER_ROLE, redact_dsn
+
+log = logging.getLogger("isokron.substrate.citus")
+
+CITUS_PRESENT_SQL = "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
+ROLE_EXISTS_SQL = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+IS_SUPERUSER_SQL = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+WORKER_COUNT_SQL = "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0"
+IS_COORDINATOR_SQL = "SELECT coalesce((SELECT groupid = 0 FROM pg_dist_local_group), true)"
+CITUS_TABLE_SQL = (
+    "SELECT citus_table_type, colocation_id FROM citus_tables WHERE table_name = %s::regclass"
+)
+SET_OWNER_AUTHINFO_SQL = """
+INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, %s, %s)
+ON CONFLICT (nodeid, rolename) DO UPDATE SET authinfo = EXCLUDED.authinfo
+"""
+OWNER_AUTHINFO_EXISTS_SQL = "SELECT 1 FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = %s"
+CREATE_REFERENCE_TABLE_SQL = "SELECT create_reference_table(%s)"
+CREATE_DISTRIBUTED_TABLE_SQL = (
+    "SELECT create_distributed_table(%s, 'workspace_id', colocate_with => %s)"
+)
+ANCHOR_TABLE = "public.actor_registry"
+
+#: The two tables every query reads and that are keyed by the workspace itself.
+REFERENCE_TABLES: tuple[str, ...] = ("public.workspaces", "hivex_foundation.tenant")
+#: Every other table, distributed by workspace_id, all in the anchor's co-location group.
+#: Order matters: a table is distributed after the tables its foreign keys reference.
+DISTRIBUTED_TABLES: tuple[str, ...] = (
+    ANCHOR_TABLE,
+    "isokron.service_tokens",
+    "public.kora_role_charter",
+    "public.kora_policy_registry",
+    "public.kora_capability_matrix",
+    "kronicle.workspace_constitution_revisions",
+    "kronicle.agent_scratchpad_entries",
+    "kronicle.iso_nodes",
+    "kronicle.iso_links",
+    "kronicle.convention_proposals",
+    "kronicle.policy_change_proposals",
+    "kronicle.escalations",
+    "isokron.idempotency_keys",
+    "isokron.rate_limit_windows",
+    "hivex_foundation.chain_head",
+    "hivex_foundation.event_log",
+)
+#: Tables whose only triggers refuse a change and read no table (the append-only guard), so
+#: they are safe on a shard; Citus asks for ``citus.enable_unsafe_triggers`` to accept them.
+REFUSAL_TRIGGER_TABLES: frozenset[str] = frozenset({"hivex_foundation.event_log"})
+
+
+@dataclass(frozen=True, slots=True)
+class DistributedTable:
+    """One line of ``isokron db distribute``'s report."""
+
+    table: str
+    kind: str  # "reference" or "distributed"
+    colocation_id: int
+    created: bool  # False when it was already a Citus table
+
+
+def citus_version(conn: psycopg.Connection) -> str | None:
+    """The installed Citus extension version, or None on plain PostgreSQL."""
+    row = conn.execute(CITUS_PRESENT_SQL).fetchone()
+    return None if row is None else str(row[0])
+
+
+def prepare_roles(conn: psycopg.Connection) -> None:
+    """Create IsoKron's roles cluster-wide, committed, before migrations (autocommit conn).
+
+    Citus propagates each statement to the workers. ``ALTER ROLE`` is issued for existing roles
+    too, so a role that predates the cluster (or a node added later) exists on every node.
+    """
+    if not conn.execute(IS_SUPERUSER_SQL).fetchone()[0]:  # type: ignore[index]
+        raise ConfigError(
+            "preparing a Citus cluster creates roles on every node: run `isokron db upgrade` "
+            "with a superuser DSN on the coordinator"
+        )
+    for role, login in ((OWNER_ROLE, True), (READER_ROLE, True), (GATEWAY_ROLE, True)):
+        verb = "ALTER" if conn.execute(ROLE_EXISTS_SQL, (role,)).fetchone() else "CREATE"
+        conn.execute(
+            sql.SQL("{} ROLE {} {}").format(
+                sql.SQL(verb), sql.Identifier(role), sql.SQL("LOGIN" if login else "NOLOGIN")
+            )
+        )
+    if conn.execute(OWNER_AUTHINFO_EXISTS_SQL, (OWNER_ROLE,)).fetchone() is None:
+        _set_owner_secret(conn)
+    database = sql.Identifier(conn.info.dbname)
+    conn.execute(
+        sql.SQL("GRANT CREATE, CONNECT ON DATABASE {} TO {}").format(
+            database, sql.Identifier(OWNER_ROLE)
+        )
+    )
+    conn.execute(
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
+            database, sql.Identifier(READER_ROLE), sql.Identifier(GATEWAY_ROLE)
+        )
+    )
+    conn.execute(
+        sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(sql.Identifier(OWNER_ROLE))
+    )
+    log.info("[isokron.citus.roles] roles ready on every node of %s", conn.info.dbname)
+
+
+def _set_owner_secret(conn: psycopg.Connection) -> None:
+    # The owner logs in only as Citus's node-to-node user: nobody is ever shown this password.
+    secret = secrets.token_urlsafe(32)
+    conn.execute(
+        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(OWNER_ROLE), sql.Literal(secret))
+    )
+    conn.execute(SET_OWNER_AUTHINFO_SQL, (OWNER_ROLE, f"password={secret}"))
+
+
+def distribute(
+    dsn: str, *, progress: Callable[[str], None] | None = None
+) -> list[DistributedTable]:
+    """Make the reference tables and distribute every workspace table (idempotent)."""
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise SubstrateUnavailableError(
+            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
+        ) from exc
+    with conn:
+        _require_cluster(conn, dsn)
+        done: list[DistributedTable] = []
+        for table in REFERENCE_TABLES + DISTRIBUTED_TABLES:
+            if progress:
+                progress(table)
+            done.append(_distribute_one(conn, table))
+    return done
+
+
+def _require_cluster(conn: psycopg.Connection, dsn: str) -> None:
+    if citus_version(conn) is None:
+        raise ConfigError(
+            f"{redact_dsn(dsn)} has no citus extension: `isokron db distribute` runs on a "
+            "Citus coordinator (CREATE EXTENSION citus, then add workers with citus_add_node)"
+        )
+    if not conn.execute(IS_COORDINATOR_SQL).fetchone()[0]:  # type: ignore[index]
+        raise ConfigError(f"{redact_dsn(dsn)} is a Citus worker; point the DSN at the coordinator")
+    if conn.execute(WORKER_COUNT_SQL).fetchone()[0] == 0:  # type: ignore[index]
+        raise ConfigError(
+            "the coordinator has no workers yet; add them with "
+            "SELECT citus_add_node('host', port) and run this again"
+        )
+
+
+def _distribute_one(conn: psycopg.Connection, table: str) -> DistributedTable:
+    kind = "reference" if table in REFERENCE_TABLES else "distributed"
+    row = conn.execute(CITUS_TABLE_SQL, (table,)).fetchone()
+    if row is not None:
+        return DistributedTable(table, str(row[0]), int(row[1]), created=False)
+    try:
+        with conn.transaction():
+            if table in REFUSAL_TRIGGER_TABLES:
+                conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+            if kind == "reference":
+                conn.execute(CREATE_REFERENCE_TABLE_SQL, (table,))
+            else:
+                anchor = "default" if table == ANCHOR_TABLE else ANCHOR_TABLE
+                conn.execute(CREATE_DISTRIBUTED_TABLE_SQL, (table, anchor))
+    except psycopg.Error as exc:
+        raise SubstrateError(f"could not distribute {table}: {exc}") from exc
+    row = conn.execute(CITUS_TABLE_SQL, (table,)).fetchone()
+    assert row is not None
+    log.info("[isokron.citus.distribute] %s is now a %s table", table, row[0])
+    return DistributedTable(table, str(row[0]), int(row[1]), created=True)
