@@ -318,7 +318,7 @@ def chain(cli: Cli, substrate: SubstrateDSNs) -> Iterator[Chain]:
 
         def write(op: str, args: dict[str, Any]) -> None:
             conn.execute(
-                "SELECT isokron_api.write(%s, %s, %s::uuid, %s::jsonb, NULL)",
+                "SELECT isokron_api.write_as(%s, %s, %s::uuid, %s::jsonb, NULL)",
                 (op, ws_id, kora, json.dumps(args)),
             )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -74,9 +74,12 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
     async with admin.acquire() as conn:
         ws = await writes.create_workspace(conn, ws_id, f"Isolation {prefix}")
     kora, operator = ws.actors["kora"], ws.operator_actor_id
+    async with admin.acquire() as conn:
+        issued = await writes.issue_token(conn, ws_id, operator, kora, label=prefix)
+    token_hash = writes.token_sha256(issued.token)
 
     async def agent(op: str, args: dict[str, Any], **kw: Any) -> dict[str, Any]:
-        return await writes.write(gateway, op, ws_id, kora, args, **kw)
+        return await writes.write_with_token(gateway, op, token_hash, args, **kw)
 
     await agent(
         "write_scratchpad_entry",
@@ -100,11 +103,7 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
         {"tool": "iso_node_create", "reason": "needs a person", "request": {}},
     )
     await agent("append_event", {"event_type": "kora.note.recorded"}, idempotency_key="k-1")
-    async with admin.acquire() as conn:
-        await writes.issue_token(conn, ws_id, operator, kora, label=prefix)
-    await gateway.fetchval(
-        "SELECT isokron_api.consume_rate_limit($1, $2::uuid, 60)", ws_id, str(kora)
-    )
+    await gateway.fetchval("SELECT isokron_api.consume_rate_limit($1, 60)", token_hash)
     return ws
 
 
@@ -259,10 +258,12 @@ async def test_the_owner_opt_in_is_not_available_to_the_reader(
 
 
 def test_key_values_are_what_the_tables_store(world: World) -> None:
-    # Guards the helper above: tenant-keyed tables compare by tenant, the rest by workspace id.
+    # Guards the helper above: every table compares by workspace id (the event log and chain
+    # head carry it since migration 0010); the tenant table by its clerk_org_id.
     event_log = next(t for t in world.tables if t.qualified == "hivex_foundation.event_log")
     tenant = next(t for t in world.tables if t.qualified == "hivex_foundation.tenant")
     workspaces = next(t for t in world.tables if t.qualified == "public.workspaces")
-    assert event_log.key == "tenant_id" and UUID(event_log.key_of(world.a)) == world.a.tenant_id
+    assert event_log.key == "workspace_id" and event_log.key_of(world.a) == world.a.workspace_id
+    assert all(t.key != "tenant_id" for t in world.tables)
     assert tenant.key == "clerk_org_id" and tenant.key_of(world.a) == world.a.workspace_id
     assert workspaces.key == "id"

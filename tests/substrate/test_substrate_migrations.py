@@ -38,7 +38,11 @@ EXPECTED_TABLES = {
     "isokron.service_tokens",
     "isokron.idempotency_keys",
     "isokron.rate_limit_windows",
+    "isokron.operation_registry",
+    "isokron.state_tables",
 }
+# Tables that hold no workspace's rows (the substrate's own catalogue).
+GLOBAL_TABLES = {"isokron.operation_registry", "isokron.state_tables"}
 SELECT_TABLES_SQL = """
 SELECT n.nspname || '.' || c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -138,8 +142,10 @@ async def _populate(dsn: str, workspace_id: str) -> None:
         )
         await agent("raise_escalation", {"tool": "t", "reason": "r"})
         await agent("append_event", {"event_type": "kora.note.kept"})
-        await writes.issue_token(conn, workspace_id, ws.operator_actor_id, kora)
-        await conn.execute("SELECT isokron_api.consume_rate_limit($1, $2, 60)", workspace_id, kora)
+        issued = await writes.issue_token(conn, workspace_id, ws.operator_actor_id, kora)
+        await conn.execute(
+            "SELECT isokron_api.consume_rate_limit($1, 60)", writes.token_sha256(issued.token)
+        )
     finally:
         await conn.close()
 
@@ -151,7 +157,7 @@ async def _snapshot(dsn: str, workspace_id: str) -> Snapshot:
             "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = $1", workspace_id
         )
         counts = {}
-        for table in sorted(EXPECTED_TABLES):
+        for table in sorted(EXPECTED_TABLES - GLOBAL_TABLES):
             schema, name = table.split(".")
             key = {"workspaces": "id", "tenant": "clerk_org_id"}.get(name, "workspace_id")
             value: object = workspace_id

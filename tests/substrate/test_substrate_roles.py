@@ -10,6 +10,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from isokron.errors import SubstrateError
 from isokron.substrate import connection, writes
 from isokron.substrate.dsn import SubstrateDSNs
 
@@ -31,10 +32,17 @@ WHERE n.nspname = ANY($2::text[]) AND has_function_privilege($1, p.oid, 'EXECUTE
 ORDER BY 1
 """
 GATEWAY_FUNCTIONS = {
-    "isokron_api.write(text,text,uuid,jsonb,text)",
+    "isokron_api.write(bytea,text,jsonb,text,text)",
     "isokron_api.authenticate_token(bytea)",
-    "isokron_api.consume_rate_limit(text,uuid,integer)",
+    "isokron_api.consume_rate_limit(bytea,integer)",
 }
+# Pure functions (no table access) the reader uses to re-compute row records (invariant 4).
+READER_FUNCTIONS = [
+    "hivex_foundation.row_field(text,text)",
+    "hivex_foundation.row_record(text,bytea[])",
+    # The scoping helper: SET LOCAL with bind parameters, which reaches Citus workers (0040).
+    "isokron.set_local(text,text,boolean)",
+]
 APPEND_ONLY_SQLSTATE = "IKA01"
 
 
@@ -165,7 +173,7 @@ async def test_reader_cannot_create_a_schema(reader: asyncpg.Connection) -> None
     assert await _refused(reader, f"CREATE SCHEMA evil_{uuid4().hex[:6]}")
 
 
-async def test_reader_can_select_its_workspace_but_execute_no_function(
+async def test_reader_can_select_its_workspace_and_execute_only_pure_functions(
     reader: asyncpg.Connection, admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace
 ) -> None:
     async with connection.workspace_transaction(reader, ws.workspace_id):
@@ -173,11 +181,9 @@ async def test_reader_can_select_its_workspace_but_execute_no_function(
     executable = await admin_pool.fetch(
         SELECT_EXECUTABLE_FUNCTIONS_SQL, "isokron_reader", SCHEMAS[1:]
     )
-    # Only the scoping helper (SET LOCAL with bind parameters; migration 0040).
-    assert [r[0] for r in executable] == ["isokron.set_local(text,text,boolean)"]
+    assert [r[0] for r in executable] == READER_FUNCTIONS
     assert await _refused(
-        reader,
-        "SELECT isokron_api.write('append_event', 'x', gen_random_uuid(), '{}'::jsonb, NULL)",
+        reader, "SELECT isokron_api.write(sha256('x'::bytea), 'append_event', '{}'::jsonb)"
     )
 
 
@@ -212,25 +218,36 @@ async def test_gateway_cannot_append_to_the_chain_directly(
     )
 
 
-async def test_gateway_can_call_write(
-    gateway: asyncpg.Connection, ws: writes.CreatedWorkspace
+async def test_gateway_can_call_write_with_a_token_and_not_without(
+    gateway: asyncpg.Connection, admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace
 ) -> None:
-    result = await writes.write(
-        gateway, "append_event", ws.workspace_id, ws.actors["kora"], {"event_type": "kora.gw.ok"}
+    async with admin_pool.acquire() as conn:
+        issued = await writes.issue_token(
+            conn, ws.workspace_id, ws.operator_actor_id, ws.actors["kora"]
+        )
+    result = await writes.write_with_token(
+        gateway, "append_event", writes.token_sha256(issued.token), {"event_type": "kora.gw.ok"}
     )
     assert result["replayed"] is False and result["seq"] > ws.events
+    # Naming an actor is the owner's entry point, not the gateway's.
+    with pytest.raises(SubstrateError, match="permission denied"):
+        await writes.write(
+            gateway, "append_event", ws.workspace_id, ws.actors["kora"], {"event_type": "kora.x"}
+        )
 
 
 @pytest.mark.parametrize(
     "sql",
     [
-        "SELECT isokron_api.govern('set_policies', $1, $2::uuid, '{}'::jsonb, NULL)",
+        "SELECT isokron_api.write_as('set_policies', $1, $2::uuid, '{}'::jsonb, NULL)",
         "SELECT isokron_api.create_workspace($1 || '-x', 'x', '[]'::jsonb) "
         "WHERE $2::uuid IS NOT NULL",
         "SELECT isokron_api.erase_event_payload($1, 1, 'x') WHERE $2::uuid IS NOT NULL",
-        "SELECT isokron.run_op('set_policies', $1, $2::uuid, '{}'::jsonb, NULL, true)",
+        "SELECT isokron.run_op('set_policies', $1, $2::uuid, '{}'::jsonb, NULL)",
+        "SELECT hivex_foundation.append_chain_event("
+        "gen_random_uuid(), $2::uuid, 'kora.x', '{}'::jsonb) WHERE $1 IS NOT NULL",
     ],
-    ids=["govern", "create_workspace", "erase_event_payload", "run_op"],
+    ids=["write_as", "create_workspace", "erase_event_payload", "run_op", "append"],
 )
 async def test_gateway_cannot_call_operator_functions(
     gateway: asyncpg.Connection, ws: writes.CreatedWorkspace, sql: str

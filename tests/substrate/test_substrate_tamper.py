@@ -29,8 +29,8 @@ FROM hivex_foundation.event_log WHERE tenant_id = $1 ORDER BY seq
 """
 INSERT_EVENT_SQL = """
 INSERT INTO hivex_foundation.event_log (tenant_id, seq, event_id, actor_id, event_type, payload,
-    payload_digest, occurred_at, prev_event_hash, this_event_hash)
-VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10)
+    payload_digest, occurred_at, prev_event_hash, this_event_hash, workspace_id)
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11)
 """
 
 
@@ -175,6 +175,7 @@ async def _insert(admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace, record:
         us_to_datetime(record.occurred_at_us),
         record.prev_event_hash,
         record.this_event_hash,
+        ws.workspace_id,
     )
 
 
