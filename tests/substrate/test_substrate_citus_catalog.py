@@ -13,7 +13,9 @@ seen on a real Citus 12.1 cluster (docs/scaling.md):
 * a primary key or unique index without the distribution column: refused;
 * ``set_config`` of a scoping setting in a function: never reaches the worker that evaluates
   row-level security (``isokron.set_local`` does);
-* a foreign key between distributed tables that does not carry the workspace key: refused.
+* a foreign key between distributed tables that does not carry the workspace key: refused;
+* an SQL-language function that queries a distributed table: "could not create distributed
+  plan" once its parameters are used (PL/pgSQL plans the same query fine).
 """
 
 from __future__ import annotations
@@ -99,6 +101,15 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
                   WHERE a.attrelid = t::regclass AND a.attname = %s AND NOT a.attisdropped)
 """
 
+SELECT_SQL_FUNCTIONS_READING_TABLES_SQL = """
+SELECT p.oid::regprocedure::text FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_language l ON l.oid = p.prolang
+WHERE n.nspname = ANY(%s) AND l.lanname = 'sql'
+  AND EXISTS (SELECT 1 FROM unnest(%s::text[]) AS t(name) WHERE position(t.name IN p.prosrc) > 0)
+ORDER BY 1
+"""
+
 Check = Callable[[psycopg.Connection], list[str]]
 
 
@@ -161,6 +172,15 @@ def foreign_keys_across_shards(conn: psycopg.Connection) -> list[str]:
     return bad
 
 
+def sql_functions_reading_distributed_tables(conn: psycopg.Connection) -> list[str]:
+    return [
+        f
+        for (f,) in conn.execute(
+            SELECT_SQL_FUNCTIONS_READING_TABLES_SQL, (SCHEMAS, list(DISTRIBUTED_TABLES))
+        )
+    ]
+
+
 CHECKS: dict[str, Check] = {
     "tables_not_placed": tables_not_placed,
     "distributed_without_key": distributed_without_key,
@@ -170,6 +190,7 @@ CHECKS: dict[str, Check] = {
     "unique_without_distribution_key": unique_without_distribution_key,
     "scoping_with_set_config": scoping_with_set_config,
     "foreign_keys_across_shards": foreign_keys_across_shards,
+    "sql_functions_reading_distributed_tables": sql_functions_reading_distributed_tables,
 }
 
 
@@ -224,6 +245,11 @@ PLANTED: dict[str, tuple[str, str]] = {
         "ALTER TABLE kronicle.iso_links ADD CONSTRAINT planted FOREIGN KEY (created_by) "
         "REFERENCES kronicle.iso_nodes (node_id)",
         "kronicle.iso_links planted -> kronicle.iso_nodes",
+    ),
+    "sql_functions_reading_distributed_tables": (
+        "CREATE FUNCTION isokron.planted(p TEXT) RETURNS BIGINT LANGUAGE sql AS "
+        "$$ SELECT count(*) FROM kronicle.iso_nodes WHERE workspace_id = p $$",
+        "isokron.planted(text)",
     ),
 }
 

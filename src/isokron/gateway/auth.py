@@ -25,7 +25,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from isokron.errors import RefusalError
 from isokron.gateway import decision_log
-from isokron.substrate.connection import translate_pg_error
+from isokron.substrate.connection import fetch_in_transaction, translate_pg_error
 from isokron.substrate.writes import (
     TOKEN_PREFIX,
     TOKEN_SECRET_LENGTH,
@@ -179,7 +179,7 @@ class Authenticator:
 
     async def _lookup(self, digest: bytes) -> Mapping[str, Any] | None:
         try:
-            record = await self._pool.fetchval(AUTHENTICATE_TOKEN_SQL, digest)
+            record = await fetch_in_transaction(self._pool, AUTHENTICATE_TOKEN_SQL, digest)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate_pg_error(exc) from exc
         return record if isinstance(record, Mapping) else None

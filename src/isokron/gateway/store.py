@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from isokron.substrate.connection import translate_pg_error
+from isokron.substrate.connection import fetch_in_transaction, translate_pg_error
 
 SUBMIT_SQL = """
 WITH budget AS (
@@ -83,7 +83,8 @@ async def submit(
         SubstrateError: the database failed.
     """
     try:
-        row = await pool.fetchrow(
+        row = await fetch_in_transaction(
+            pool,
             SUBMIT_SQL,
             workspace_id,
             token_sha256,
@@ -92,6 +93,7 @@ async def submit(
             dict(args),
             idempotency_key,
             dict(over_limit_denial),
+            row=True,
         )
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise translate_pg_error(exc) from exc

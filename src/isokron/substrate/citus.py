@@ -52,9 +52,27 @@ CREATE_DISTRIBUTED_TABLE_SQL = (
     "SELECT create_distributed_table(%s, 'workspace_id', colocate_with => %s)"
 )
 ANCHOR_TABLE = "public.actor_registry"
+# One transaction places every table; sequential mode lets Citus do that (reference tables
+# created and used in the same transaction).
+SEQUENTIAL_SQL = "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"
+UNSAFE_TRIGGERS_SQL = "SELECT set_config('citus.enable_unsafe_triggers', %s, true)"
+SELECT_FOREIGN_KEYS_SQL = """
+SELECT n.nspname || '.' || c.relname, con.conname, pg_get_constraintdef(con.oid)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype = 'f' AND (n.nspname || '.' || c.relname) = ANY(%s)
+ORDER BY 1, 2
+"""
+DROP_FOREIGN_KEY_SQL = "ALTER TABLE {} DROP CONSTRAINT {}"
+ADD_FOREIGN_KEY_SQL = "ALTER TABLE {} ADD CONSTRAINT {} {}"
 
 #: The two tables every query reads and that are keyed by the workspace itself.
-REFERENCE_TABLES: tuple[str, ...] = ("public.workspaces", "hivex_foundation.tenant")
+REFERENCE_TABLES: tuple[str, ...] = (
+    "public.workspaces",
+    "hivex_foundation.tenant",
+    "isokron.operation_registry",
+    "isokron.state_tables",
+)
 #: Every other table, distributed by workspace_id, all in the anchor's co-location group.
 #: Order matters: a table is distributed after the tables its foreign keys reference.
 DISTRIBUTED_TABLES: tuple[str, ...] = (
@@ -145,7 +163,12 @@ def _set_owner_secret(conn: psycopg.Connection) -> None:
 def distribute(
     dsn: str, *, progress: Callable[[str], None] | None = None
 ) -> list[DistributedTable]:
-    """Make the reference tables and distribute every workspace table (idempotent)."""
+    """Make the reference tables and distribute every workspace table (idempotent).
+
+    Runs in ONE transaction: the foreign keys between IsoKron's tables are dropped, the tables
+    placed, and the same foreign keys re-created (Citus cannot convert a graph of local tables
+    joined by foreign keys one table at a time); a failure leaves the database as it was.
+    """
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
@@ -154,12 +177,70 @@ def distribute(
         ) from exc
     with conn:
         _require_cluster(conn, dsn)
-        done: list[DistributedTable] = []
-        for table in REFERENCE_TABLES + DISTRIBUTED_TABLES:
-            if progress:
-                progress(table)
-            done.append(_distribute_one(conn, table))
-    return done
+        tables = REFERENCE_TABLES + DISTRIBUTED_TABLES
+        before = {t: _placement(conn, t) for t in tables}
+        if all(before[t] is not None and before[t][0] == _kind(t) for t in tables):
+            return [DistributedTable(t, *before[t], created=False) for t in tables]  # type: ignore[misc]
+        try:
+            with conn.transaction():
+                conn.execute(SEQUENTIAL_SQL)
+                keys = conn.execute(SELECT_FOREIGN_KEYS_SQL, (list(tables),)).fetchall()
+                for table, name, _ in keys:
+                    conn.execute(
+                        sql.SQL(DROP_FOREIGN_KEY_SQL).format(
+                            _qualified(table), sql.Identifier(name)
+                        )
+                    )
+                for table in tables:
+                    if progress:
+                        progress(table)
+                    _place(conn, table, before[table])
+                for table, name, definition in keys:
+                    conn.execute(
+                        sql.SQL(ADD_FOREIGN_KEY_SQL).format(
+                            _qualified(table), sql.Identifier(name), sql.SQL(definition)
+                        )
+                    )
+        except psycopg.Error as exc:
+            raise SubstrateError(
+                f"could not distribute the substrate (nothing changed): {exc}"
+            ) from exc
+        done = []
+        for t in tables:
+            kind, colocation = _placement(conn, t) or ("?", 0)
+            done.append(
+                DistributedTable(t, kind, colocation, created=before[t] != (kind, colocation))
+            )
+        log.info("[isokron.citus.distribute] %d tables placed", len(done))
+        return done
+
+
+def _kind(table: str) -> str:
+    return "reference" if table in REFERENCE_TABLES else "distributed"
+
+
+def _qualified(table: str) -> sql.Composable:
+    schema, name = table.split(".", 1)
+    return sql.Identifier(schema, name)
+
+
+def _placement(conn: psycopg.Connection, table: str) -> tuple[str, int] | None:
+    row = conn.execute(CITUS_TABLE_SQL, (table,)).fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def _place(conn: psycopg.Connection, table: str, now: tuple[str, int] | None) -> None:
+    if now is not None and now[0] == _kind(table):
+        return
+    if table in REFUSAL_TRIGGER_TABLES:
+        conn.execute(UNSAFE_TRIGGERS_SQL, ("on",))
+    if _kind(table) == "reference":
+        conn.execute(CREATE_REFERENCE_TABLE_SQL, (table,))
+    else:
+        anchor = "default" if table == ANCHOR_TABLE else ANCHOR_TABLE
+        conn.execute(CREATE_DISTRIBUTED_TABLE_SQL, (table, anchor))
+    if table in REFUSAL_TRIGGER_TABLES:
+        conn.execute(UNSAFE_TRIGGERS_SQL, ("off",))
 
 
 def _require_cluster(conn: psycopg.Connection, dsn: str) -> None:
@@ -175,25 +256,3 @@ def _require_cluster(conn: psycopg.Connection, dsn: str) -> None:
             "the coordinator has no workers yet; add them with "
             "SELECT citus_add_node('host', port) and run this again"
         )
-
-
-def _distribute_one(conn: psycopg.Connection, table: str) -> DistributedTable:
-    kind = "reference" if table in REFERENCE_TABLES else "distributed"
-    row = conn.execute(CITUS_TABLE_SQL, (table,)).fetchone()
-    if row is not None:
-        return DistributedTable(table, str(row[0]), int(row[1]), created=False)
-    try:
-        with conn.transaction():
-            if table in REFUSAL_TRIGGER_TABLES:
-                conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
-            if kind == "reference":
-                conn.execute(CREATE_REFERENCE_TABLE_SQL, (table,))
-            else:
-                anchor = "default" if table == ANCHOR_TABLE else ANCHOR_TABLE
-                conn.execute(CREATE_DISTRIBUTED_TABLE_SQL, (table, anchor))
-    except psycopg.Error as exc:
-        raise SubstrateError(f"could not distribute {table}: {exc}") from exc
-    row = conn.execute(CITUS_TABLE_SQL, (table,)).fetchone()
-    assert row is not None
-    log.info("[isokron.citus.distribute] %s is now a %s table", table, row[0])
-    return DistributedTable(table, str(row[0]), int(row[1]), created=True)

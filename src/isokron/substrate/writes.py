@@ -28,7 +28,7 @@ import blake3
 
 from isokron.errors import ConfigError
 from isokron.substrate import defaults
-from isokron.substrate.connection import translate_pg_error
+from isokron.substrate.connection import fetch_in_transaction, translate_pg_error
 
 WRITE_AS_SQL = "SELECT isokron_api.write_as($1, $2, $3::uuid, $4::jsonb, $5)"
 WRITE_WITH_TOKEN_SQL = "SELECT isokron_api.write($1::bytea, $2, $3::jsonb, $4, $5)"
@@ -139,7 +139,7 @@ async def govern(
 
 async def _call(db: Executor, sql: str, *params: Any) -> dict[str, Any]:
     try:
-        result = await db.fetchval(sql, *params)
+        result = await fetch_in_transaction(db, sql, *params)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise translate_pg_error(exc) from exc
     if not isinstance(result, dict):
@@ -341,6 +341,6 @@ async def erase_event_payload(
 
 async def _call_void(db: Executor, sql: str, *params: Any) -> None:
     try:
-        await db.execute(sql, *params)
+        await fetch_in_transaction(db, sql, *params)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise translate_pg_error(exc) from exc
