@@ -93,6 +93,7 @@ DISTRIBUTED_TABLES: tuple[str, ...] = (
     "hivex_foundation.chain_head",
     "hivex_foundation.event_log",
 )
+ALL_TABLES: tuple[str, ...] = REFERENCE_TABLES + DISTRIBUTED_TABLES
 #: Tables whose only triggers refuse a change and read no table (the append-only guard), so
 #: they are safe on a shard; Citus asks for ``citus.enable_unsafe_triggers`` to accept them.
 REFUSAL_TRIGGER_TABLES: frozenset[str] = frozenset({"hivex_foundation.event_log"})
@@ -177,42 +178,45 @@ def distribute(
         ) from exc
     with conn:
         _require_cluster(conn, dsn)
-        tables = REFERENCE_TABLES + DISTRIBUTED_TABLES
-        before = {t: _placement(conn, t) for t in tables}
-        if all(before[t] is not None and before[t][0] == _kind(t) for t in tables):
-            return [DistributedTable(t, *before[t], created=False) for t in tables]  # type: ignore[misc]
-        try:
-            with conn.transaction():
-                conn.execute(SEQUENTIAL_SQL)
-                keys = conn.execute(SELECT_FOREIGN_KEYS_SQL, (list(tables),)).fetchall()
-                for table, name, _ in keys:
-                    conn.execute(
-                        sql.SQL(DROP_FOREIGN_KEY_SQL).format(
-                            _qualified(table), sql.Identifier(name)
-                        )
-                    )
-                for table in tables:
-                    if progress:
-                        progress(table)
-                    _place(conn, table, before[table])
-                for table, name, definition in keys:
-                    conn.execute(
-                        sql.SQL(ADD_FOREIGN_KEY_SQL).format(
-                            _qualified(table), sql.Identifier(name), sql.SQL(definition)
-                        )
-                    )
-        except psycopg.Error as exc:
-            raise SubstrateError(
-                f"could not distribute the substrate (nothing changed): {exc}"
-            ) from exc
+        before = {t: _placement(conn, t) for t in ALL_TABLES}
+        if any(before[t] is None or before[t][0] != _kind(t) for t in ALL_TABLES):  # type: ignore[index]
+            try:
+                _place_all(conn, before, progress)
+            except psycopg.Error as exc:
+                raise SubstrateError(
+                    f"could not distribute the substrate (nothing was changed): {exc}"
+                ) from exc
         done = []
-        for t in tables:
-            kind, colocation = _placement(conn, t) or ("?", 0)
-            done.append(
-                DistributedTable(t, kind, colocation, created=before[t] != (kind, colocation))
+        for table in ALL_TABLES:
+            kind, colocation = _placement(conn, table) or ("?", 0)
+            created = before[table] != (kind, colocation)
+            done.append(DistributedTable(table, kind, colocation, created=created))
+    log.info("[isokron.citus.distribute] %d tables placed", len(done))
+    return done
+
+
+def _place_all(
+    conn: psycopg.Connection,
+    before: dict[str, tuple[str, int] | None],
+    progress: Callable[[str], None] | None,
+) -> None:
+    with conn.transaction():
+        conn.execute(SEQUENTIAL_SQL)
+        keys = conn.execute(SELECT_FOREIGN_KEYS_SQL, (list(ALL_TABLES),)).fetchall()
+        for table, name, _ in keys:
+            conn.execute(
+                sql.SQL(DROP_FOREIGN_KEY_SQL).format(_qualified(table), sql.Identifier(name))
             )
-        log.info("[isokron.citus.distribute] %d tables placed", len(done))
-        return done
+        for table in ALL_TABLES:
+            if progress:
+                progress(table)
+            _place(conn, table, before[table])
+        for table, name, definition in keys:
+            conn.execute(
+                sql.SQL(ADD_FOREIGN_KEY_SQL).format(
+                    _qualified(table), sql.Identifier(name), sql.SQL(definition)
+                )
+            )
 
 
 def _kind(table: str) -> str:
