@@ -173,13 +173,16 @@ async def test_the_replica_refuses_every_write(
     try:
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
             await conn.execute("DELETE FROM kronicle.iso_nodes")
-        with pytest.raises(SubstrateError):
+        # The write entry point itself: the replica is read-only (SQLSTATE 25006).
+        with pytest.raises(SubstrateError) as refused:
             await connection.run(
                 conn,
-                "SELECT isokron_api.consume_rate_limit($1, $2::uuid, 10)",
+                "SELECT isokron_api.write_as('append_event', $1, $2::uuid, $3::jsonb)",
                 tenants[0].workspace_id,
                 str(tenants[0].actors["kora"]),
+                {"event_type": "kora.note.recorded"},
             )
+        assert refused.value.sqlstate == "25006", refused.value
     finally:
         await conn.close()
 

@@ -126,7 +126,9 @@ def assert_chain_verifies(admin: str, workspace_id: str) -> int:
     import psycopg
 
     with psycopg.connect(admin) as conn, conn.transaction():
-        conn.execute("SELECT set_config('app.current_workspace_id', %s, true)", (workspace_id,))
+        conn.execute(
+            "SELECT isokron.set_local('app.current_workspace_id', %s, true)", (workspace_id,)
+        )
         tenant = conn.execute(
             "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = %s", (workspace_id,)
         ).fetchone()[0]
@@ -217,7 +219,7 @@ def admin_execute(admin: str, workspace_id: str, sql: str, *args: Any) -> str:
         try:
             async with conn.transaction():
                 await conn.execute(
-                    "SELECT set_config('app.current_workspace_id', $1, true)", workspace_id
+                    "SELECT isokron.set_local('app.current_workspace_id', $1, true)", workspace_id
                 )
                 return await conn.execute(sql, *args)
         finally:
