@@ -18,40 +18,28 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import psycopg
 import pytest
 
+from citus_support import citus_workers, on_node
 from isokron.substrate import citus, connection, writes
 from isokron.substrate.dsn import SubstrateDSNs, with_database
 from isokron.substrate.embedded import start_embedded, stop_embedded
 from isokron.substrate.migrate import upgrade
 
 TEST_DSN_ENV = "ISOKRON_TEST_DSN"
-CITUS_WORKERS_ENV = "ISOKRON_TEST_CITUS_WORKERS"
-
-
-def citus_workers() -> list[tuple[str, int]]:
-    """The Citus workers named by ISOKRON_TEST_CITUS_WORKERS (none: plain PostgreSQL)."""
-    spec = os.environ.get(CITUS_WORKERS_ENV, "").strip()
-    return [(h, int(p)) for h, p in (w.rsplit(":", 1) for w in spec.split(",") if w)]
-
-
-def _on_node(server_dsn: str, host: str, port: int) -> str:
-    parts = urlsplit(server_dsn)
-    user = parts.username or "postgres"
-    return urlunsplit((parts.scheme, f"{user}@{host}:{port}", parts.path, "", ""))
 
 
 def _make_citus_database(server_dsn: str, name: str) -> None:
     """Create ``name`` on every worker with the extension, then make the coordinator's a cluster."""
     for host, port in citus_workers():
-        with psycopg.connect(_on_node(server_dsn, host, port), autocommit=True) as conn:
+        with psycopg.connect(on_node(server_dsn, host, port), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         with psycopg.connect(
-            with_database(_on_node(server_dsn, host, port), name), autocommit=True
+            with_database(on_node(server_dsn, host, port), name), autocommit=True
         ) as conn:
             conn.execute("CREATE EXTENSION citus")
     coordinator = urlsplit(server_dsn)
@@ -92,7 +80,7 @@ def _drop_database(server_dsn: str, name: str) -> None:
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     for host, port in citus_workers():
-        with psycopg.connect(_on_node(server_dsn, host, port), autocommit=True) as conn:
+        with psycopg.connect(on_node(server_dsn, host, port), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
