@@ -26,7 +26,13 @@ import pytest
 
 from citus_support import citus_workers, on_node
 from isokron.substrate import citus, connection, writes
-from isokron.substrate.dsn import SubstrateDSNs, with_database
+from isokron.substrate.dsn import (
+    DatabaseRoles,
+    SubstrateDSNs,
+    database_name,
+    database_roles,
+    with_database,
+)
 from isokron.substrate.embedded import start_embedded, stop_embedded
 from isokron.substrate.migrate import upgrade
 
@@ -77,11 +83,16 @@ def _create_database(server_dsn: str, name: str) -> str:
 
 
 def _drop_database(server_dsn: str, name: str) -> None:
+    roles = database_roles(name)
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     for host, port in citus_workers():
         with psycopg.connect(on_node(server_dsn, host, port), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        # The database's own roles (cluster-wide objects) go with it; names are derived, not input.
+        for role in (roles.reader, roles.gateway, roles.owner):
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +118,12 @@ def substrate(fresh_database: Callable[[], str]) -> SubstrateDSNs:
     if citus_workers():
         citus.distribute(admin)
     return SubstrateDSNs.derive(admin)
+
+
+@pytest.fixture(scope="session")
+def roles(substrate: SubstrateDSNs) -> DatabaseRoles:
+    """The session substrate's own owner, reader and gateway role names."""
+    return database_roles(database_name(substrate.admin))
 
 
 @pytest.fixture(scope="session")

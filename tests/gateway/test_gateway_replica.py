@@ -24,7 +24,7 @@ from gateway_harness import Gateways, Tenant, data_of, make_tenant
 from isokron.errors import SubstrateError
 from isokron.provider.context import render_context_async
 from isokron.substrate import connection, reads
-from isokron.substrate.dsn import READER_ROLE, SubstrateDSNs, with_database, with_user
+from isokron.substrate.dsn import SubstrateDSNs, database_roles, with_database, with_user
 from isokron.substrate.migrate import upgrade
 from replica_cluster import PrimaryAndReplica
 
@@ -63,7 +63,7 @@ def dsns(pair: PrimaryAndReplica) -> SubstrateDSNs:
     """Admin and gateway on the primary; the reader on the replica."""
     primary = with_database(pair.primary_dsn, DATABASE)
     replica = with_database(pair.replica_dsn, DATABASE)
-    return SubstrateDSNs.derive(primary, reader=with_user(replica, READER_ROLE))
+    return SubstrateDSNs.derive(primary, reader=with_user(replica, database_roles(DATABASE).reader))
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ async def test_row_level_security_holds_on_the_replica(
 async def test_the_replica_refuses_every_write(
     dsns: SubstrateDSNs, tenants: tuple[Tenant, Tenant]
 ) -> None:
-    replica_admin = with_database(dsns.reader.replace(f"{READER_ROLE}@", "postgres@", 1), DATABASE)
+    replica_admin = with_user(dsns.reader, "postgres")
     conn = await connection.connect(replica_admin)
     try:
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):

@@ -22,6 +22,8 @@ SELECT a.workspace_id,
 FROM public.actor_registry a WHERE a.actor_id = $1
 """
 SCOPE_ALL_SQL = "SELECT isokron.set_local('isokron.all_workspaces', 'on', true)"
+#: Figures of the state tamper matrix, printed at the end of the run (tests/substrate/conftest.py).
+STATE_TAMPER_FIGURES: dict[str, int] = {}
 
 
 class GatewayWriter:

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from isokron.substrate import connection, writes
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 
 KEY_COLUMNS = ("workspace_id", "clerk_org_id", "tenant_id")
 # Tables the reader must not read at all (secrets' metadata and gateway bookkeeping).
@@ -26,7 +26,7 @@ SELECT_KEYED_TABLES_SQL = """
 SELECT n.nspname AS schema_name, c.relname AS table_name,
        (array_agg(a.attname::text ORDER BY array_position($2::text[], a.attname::text)))[1]
            AS key_column,
-       has_table_privilege('isokron_reader', c.oid, 'SELECT') AS reader_can_select
+       has_table_privilege($3, c.oid, 'SELECT') AS reader_can_select
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -108,7 +108,7 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
 
 
 @pytest.fixture(scope="module")
-async def world(substrate: SubstrateDSNs, admin_pool: asyncpg.Pool) -> World:
+async def world(substrate: SubstrateDSNs, admin_pool: asyncpg.Pool, roles: DatabaseRoles) -> World:
     gateway = await connection.connect(substrate.gateway)
     try:
         a = await _populate(admin_pool, gateway, "iso-a")
@@ -117,7 +117,7 @@ async def world(substrate: SubstrateDSNs, admin_pool: asyncpg.Pool) -> World:
         await gateway.close()
     async with admin_pool.acquire() as conn:
         assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        rows = await conn.fetch(SELECT_KEYED_TABLES_SQL, list(KEY_COLUMNS), KEY_ORDER)
+        rows = await conn.fetch(SELECT_KEYED_TABLES_SQL, list(KEY_COLUMNS), KEY_ORDER, roles.reader)
     tables = tuple(
         Table(r["schema_name"], r["table_name"], r["key_column"], r["reader_can_select"])
         for r in rows
@@ -227,16 +227,16 @@ async def test_reader_reads_of_tenant_keyed_tables_follow_the_workspace(
 
 
 async def test_the_owner_role_is_bound_by_forced_rls(
-    world: World, admin_pool: asyncpg.Pool
+    world: World, admin_pool: asyncpg.Pool, roles: DatabaseRoles
 ) -> None:
     async with admin_pool.acquire() as conn:
         async with conn.transaction():
-            await conn.execute("SET LOCAL ROLE isokron_owner")
+            await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
             for t in world.tables:
                 n = await conn.fetchval(f"SELECT count(*) FROM {t.sql_name}")
                 assert n == 0, f"the table owner sees {n} rows of {t.qualified} unscoped"
         async with conn.transaction():
-            await conn.execute("SET LOCAL ROLE isokron_owner")
+            await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
             await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
             for t in world.tables:
                 for ws in (world.a, world.b):
@@ -259,7 +259,7 @@ async def test_the_owner_opt_in_is_not_available_to_the_reader(
 
 def test_key_values_are_what_the_tables_store(world: World) -> None:
     # Guards the helper above: every table compares by workspace id (the event log and chain
-    # head carry it since migration 0010); the tenant table by its clerk_org_id.
+    # head carry it since migration 0011); the tenant table by its clerk_org_id.
     event_log = next(t for t in world.tables if t.qualified == "hivex_foundation.event_log")
     tenant = next(t for t in world.tables if t.qualified == "hivex_foundation.tenant")
     workspaces = next(t for t in world.tables if t.qualified == "public.workspaces")

@@ -17,7 +17,13 @@ from psycopg import sql
 
 from citus_support import citus_workers
 from isokron.substrate.citus import REFERENCE_TABLES
-from isokron.substrate.dsn import OWNER_ROLE, READER_ROLE, SubstrateDSNs, with_user
+from isokron.substrate.dsn import (
+    DatabaseRoles,
+    SubstrateDSNs,
+    database_name,
+    database_roles,
+    with_user,
+)
 from isokron.substrate.writes import CreatedWorkspace
 
 SCHEMAS = ["public", "kronicle", "hivex_foundation", "isokron"]
@@ -57,37 +63,44 @@ def nodes(substrate: SubstrateDSNs) -> Iterator[list[str]]:
     yield _node_dsns(substrate.admin)
 
 
-def _data_tables(node: str) -> list[tuple]:
+@pytest.fixture(scope="module")
+def roles(substrate: SubstrateDSNs) -> DatabaseRoles:
+    return database_roles(database_name(substrate.admin))
+
+
+def _data_tables(node: str, roles: DatabaseRoles) -> list[tuple]:
     with psycopg.connect(node, autocommit=True) as conn:
         if citus_workers():
             conn.execute(SHOW_SHARDS_SQL)
-        return conn.execute(SELECT_DATA_TABLES_SQL, (READER_ROLE, SCHEMAS)).fetchall()
+        return conn.execute(SELECT_DATA_TABLES_SQL, (roles.reader, SCHEMAS)).fetchall()
 
 
-def test_every_table_and_shard_has_forced_rls_and_the_owner(nodes: list[str]) -> None:
+def test_every_table_and_shard_has_forced_rls_and_the_owner(
+    nodes: list[str], roles: DatabaseRoles
+) -> None:
     checked = 0
     for node in nodes:
-        for schema, rel, rls, forced, owner, _ in _data_tables(node):
+        for schema, rel, rls, forced, owner, _ in _data_tables(node, roles):
             if _base_name(rel) in GLOBAL_TABLES:
                 continue
-            assert (rls, forced, owner) == (True, True, OWNER_ROLE), f"{node} {schema}.{rel}"
+            assert (rls, forced, owner) == (True, True, roles.owner), f"{node} {schema}.{rel}"
             checked += 1
-    print(f"tables/shards with FORCEd RLS owned by {OWNER_ROLE}: {checked} on {len(nodes)} nodes")
+    print(f"tables/shards with FORCEd RLS owned by {roles.owner}: {checked} on {len(nodes)} nodes")
     assert checked >= 18 * len(nodes)
 
 
 async def test_no_role_reads_a_row_on_a_node_without_naming_the_workspace(
-    nodes: list[str], workspace: CreatedWorkspace
+    nodes: list[str], roles: DatabaseRoles, workspace: CreatedWorkspace
 ) -> None:
     tried = held = 0
     for node in nodes:
         readable = [
             (s, r)
-            for s, r, *_, can_select in _data_tables(node)
+            for s, r, *_, can_select in _data_tables(node, roles)
             if can_select and _base_name(r) not in GLOBAL_TABLES
         ]
         # The owner logs in only on a cluster (Citus's node-to-node user); on one server it cannot.
-        for role in (READER_ROLE, OWNER_ROLE) if citus_workers() else (READER_ROLE,):
+        for role in (roles.reader, roles.owner) if citus_workers() else (roles.reader,):
             with psycopg.connect(with_user_conninfo(node, role)) as conn:
                 for schema, rel in readable:
                     table = sql.Identifier(schema, rel)

@@ -12,7 +12,7 @@ import pytest
 
 from isokron.errors import SubstrateError
 from isokron.substrate import connection, writes
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 
 SCHEMAS = ("public", "kronicle", "hivex_foundation", "isokron", "isokron_api")
 SELECT_ALL_TABLES_SQL = """
@@ -139,13 +139,11 @@ ORDER BY 1, 2
 """
 
 
-@pytest.mark.parametrize(
-    ("role", "allowed"), [("isokron_reader", {"SELECT"}), ("isokron_gateway", set())]
-)
+@pytest.mark.parametrize(("role", "allowed"), [("reader", {"SELECT"}), ("gateway", set())])
 async def test_table_privileges_in_the_catalog(
-    admin_pool: asyncpg.Pool, role: str, allowed: set[str]
+    admin_pool: asyncpg.Pool, roles: DatabaseRoles, role: str, allowed: set[str]
 ) -> None:
-    rows = await admin_pool.fetch(SELECT_TABLE_PRIVILEGES_SQL, role, list(SCHEMAS))
+    rows = await admin_pool.fetch(SELECT_TABLE_PRIVILEGES_SQL, getattr(roles, role), list(SCHEMAS))
     extra = [f"{r['privilege']} on {r['name']}" for r in rows if r["privilege"] not in allowed]
     assert extra == [], f"{role} holds: " + ", ".join(extra)
 
@@ -177,13 +175,14 @@ async def test_reader_cannot_create_a_schema(reader: asyncpg.Connection) -> None
 
 
 async def test_reader_can_select_its_workspace_and_execute_only_pure_functions(
-    reader: asyncpg.Connection, admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace
+    reader: asyncpg.Connection,
+    admin_pool: asyncpg.Pool,
+    ws: writes.CreatedWorkspace,
+    roles: DatabaseRoles,
 ) -> None:
     async with connection.workspace_transaction(reader, ws.workspace_id):
         assert await reader.fetchval("SELECT count(*) FROM public.kora_policy_registry") == 31
-    executable = await admin_pool.fetch(
-        SELECT_EXECUTABLE_FUNCTIONS_SQL, "isokron_reader", SCHEMAS[1:]
-    )
+    executable = await admin_pool.fetch(SELECT_EXECUTABLE_FUNCTIONS_SQL, roles.reader, SCHEMAS[1:])
     assert [r[0] for r in executable] == READER_FUNCTIONS
     assert await _refused(
         reader, "SELECT isokron_api.write(sha256('x'::bytea), 'append_event', '{}'::jsonb)"
@@ -203,8 +202,10 @@ async def test_gateway_cannot_select_or_insert_any_table(
     assert allowed == [], "the gateway role was allowed: " + ", ".join(allowed)
 
 
-async def test_gateway_executes_exactly_its_three_entry_points(admin_pool: asyncpg.Pool) -> None:
-    rows = await admin_pool.fetch(SELECT_EXECUTABLE_FUNCTIONS_SQL, "isokron_gateway", SCHEMAS[1:])
+async def test_gateway_executes_exactly_its_three_entry_points(
+    admin_pool: asyncpg.Pool, roles: DatabaseRoles
+) -> None:
+    rows = await admin_pool.fetch(SELECT_EXECUTABLE_FUNCTIONS_SQL, roles.gateway, SCHEMAS[1:])
     assert {r[0] for r in rows} == GATEWAY_FUNCTIONS
 
 
@@ -300,7 +301,11 @@ async def _change(conn: asyncpg.Connection, verb: str, ws: writes.CreatedWorkspa
 @pytest.mark.parametrize("verb", list(EVENT_LOG_CHANGES))
 @pytest.mark.parametrize("as_role", ["owner", "superuser"])
 async def test_event_log_changes_are_refused_for_the_owner_and_the_superuser(
-    admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace, verb: str, as_role: str
+    admin_pool: asyncpg.Pool,
+    ws: writes.CreatedWorkspace,
+    verb: str,
+    as_role: str,
+    roles: DatabaseRoles,
 ) -> None:
     before = await _event_count(admin_pool, ws)
     assert before >= 5
@@ -308,7 +313,7 @@ async def test_event_log_changes_are_refused_for_the_owner_and_the_superuser(
 
         async def attempt() -> None:
             if as_role == "owner":
-                await conn.execute("SET LOCAL ROLE isokron_owner")
+                await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
                 # Make every row visible to the owner, so the trigger really meets them.
                 await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
                 assert (

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from isokron.substrate import connection
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import SubstrateDSNs, database_name, database_roles
 
 SET_LOCAL_SQL = "SELECT isokron.set_local($1, $2, $3)"
 HOSTILE_NAMES = (
@@ -67,11 +67,14 @@ async def test_refuses_every_other_setting_and_session_scope(reader: asyncpg.Con
     assert tried == refused
 
 
-async def test_a_hostile_value_stays_a_string(reader: asyncpg.Connection) -> None:
+async def test_a_hostile_value_stays_a_string(
+    reader: asyncpg.Connection, substrate: SubstrateDSNs
+) -> None:
+    me = database_roles(database_name(substrate.admin)).reader
     for value in HOSTILE_VALUES:
         async with reader.transaction():
             await reader.fetchval(SET_LOCAL_SQL, "app.current_workspace_id", value, True)
-            assert await reader.fetchval("SELECT current_user") == "isokron_reader"
+            assert await reader.fetchval("SELECT current_user") == me
             assert (
                 await reader.fetchval("SELECT current_setting('app.current_workspace_id')") == value
             )

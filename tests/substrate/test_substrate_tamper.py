@@ -124,7 +124,10 @@ async def test_edited_event_type(
 
 @pytest.mark.parametrize(
     ("seq", "expected"),
-    [(8, [("seq_gap", 9)]), (6, [("seq_gap", 7), ("orphan_row", None)])],
+    [
+        (8, [("seq_gap", 9)]),
+        (6, [("seq_gap", 7), ("orphan_row", None), ("state_unrecorded", None)]),
+    ],
     ids=["plain-event", "event-that-approved-a-row"],
 )
 async def test_deleted_middle_event(
@@ -313,7 +316,7 @@ async def test_row_written_outside_the_write_operations_is_an_orphan(
     )
     result = _verify(substrate, ws)
     assert result.chain.ok
-    assert _found(result) == [("orphan_row", None)]
+    assert _found(result) == [("orphan_row", None), ("state_unrecorded", None)]
     assert "kronicle.iso_nodes" in result.findings[0].message
     assert str(node_id) in result.findings[0].message
 
@@ -327,7 +330,7 @@ async def test_edited_scratchpad_content(
         ws.workspace_id,
     )
     result = _verify(substrate, ws)
-    assert _found(result) == [("scratchpad_mismatch", None)]
+    assert _found(result) == [("scratchpad_mismatch", None), ("state_mismatch", 6)]
 
 
 async def test_edited_charter_content(
@@ -342,7 +345,7 @@ async def test_edited_charter_content(
         ws.workspace_id,
     )
     result = _verify(substrate, ws)
-    assert _found(result) == [("charter_mismatch", None)]
+    assert _found(result) == [("charter_mismatch", None), ("state_mismatch", 2)]
     assert "active role charter v1" in result.findings[0].message
     with pytest.raises(RoleCharterIntegrityError, match="does not match its SHA-256"):
         await reads.read_active_role_charter(reader_pool, ws.workspace_id)
@@ -361,7 +364,7 @@ async def test_deactivated_charter_fails_closed(
     )
     with pytest.raises(NoActiveRoleCharterError):
         await reads.read_active_role_charter(reader_pool, ws.workspace_id)
-    assert _found(_verify(substrate, ws)) == [("no_active_charter", None)]
+    assert _found(_verify(substrate, ws)) == [("no_active_charter", None), ("state_mismatch", 2)]
 
 
 async def test_edited_constitution_rules(
@@ -373,4 +376,4 @@ async def test_edited_constitution_rules(
         ws.workspace_id,
     )
     result = _verify(substrate, ws)
-    assert _found(result) == [("constitution_mismatch", None)]
+    assert _found(result) == [("constitution_mismatch", None), ("state_mismatch", 5)]

@@ -876,6 +876,18 @@ async def test_erasing_a_payload_keeps_the_chain_verifying(
     assert "ada@example.org" not in str(row["payload"])
     assert row["payload"]["reason"] == "GDPR request 42"
     assert row["payload_digest"] == digest_before
+    # The erasure is itself chained: the next event names the erased one and the reason.
+    erasure = await admin_pool.fetchrow(
+        "SELECT event_type, actor_id, payload FROM hivex_foundation.event_log "
+        "WHERE tenant_id = $1 AND seq = (SELECT last_seq FROM hivex_foundation.chain_head "
+        "WHERE tenant_id = $1)",
+        ws.tenant_id,
+    )
+    assert erasure["event_type"] == "substrate.payload.erased"
+    assert erasure["actor_id"] == ws.operator_actor_id
+    assert erasure["payload"]["erased_seq"] == secret["seq"]
+    assert erasure["payload"]["erased_event_id"] == secret["event_id"]
+    assert erasure["payload"]["reason"] == "GDPR request 42"
     result = audit.verify_workspace(substrate.admin, ws.workspace_id)
     assert result.ok, result.to_dict()
 

@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from isokron.errors import ConfigError, SubstrateError, SubstrateUnavailableError
-from isokron.substrate.dsn import GATEWAY_ROLE, OWNER_ROLE, READER_ROLE, redact_dsn
+from isokron.substrate.dsn import DatabaseRoles, redact_dsn
 
 log = logging.getLogger("isokron.substrate.citus")
 
@@ -115,7 +115,7 @@ def citus_version(conn: psycopg.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def prepare_roles(conn: psycopg.Connection) -> None:
+def prepare_roles(conn: psycopg.Connection, roles: DatabaseRoles) -> None:
     """Create IsoKron's roles cluster-wide, committed, before migrations (autocommit conn).
 
     Citus propagates each statement to the workers. ``ALTER ROLE`` is issued for existing roles
@@ -126,39 +126,35 @@ def prepare_roles(conn: psycopg.Connection) -> None:
             "preparing a Citus cluster creates roles on every node: run `isokron db upgrade` "
             "with a superuser DSN on the coordinator"
         )
-    for role, login in ((OWNER_ROLE, True), (READER_ROLE, True), (GATEWAY_ROLE, True)):
+    for role in (roles.owner, roles.reader, roles.gateway):
         verb = "ALTER" if conn.execute(ROLE_EXISTS_SQL, (role,)).fetchone() else "CREATE"
-        conn.execute(
-            sql.SQL("{} ROLE {} {}").format(
-                sql.SQL(verb), sql.Identifier(role), sql.SQL("LOGIN" if login else "NOLOGIN")
-            )
-        )
-    if conn.execute(OWNER_AUTHINFO_EXISTS_SQL, (OWNER_ROLE,)).fetchone() is None:
-        _set_owner_secret(conn)
+        conn.execute(sql.SQL("{} ROLE {} LOGIN").format(sql.SQL(verb), sql.Identifier(role)))
+    if conn.execute(OWNER_AUTHINFO_EXISTS_SQL, (roles.owner,)).fetchone() is None:
+        _set_owner_secret(conn, roles.owner)
     database = sql.Identifier(conn.info.dbname)
     conn.execute(
         sql.SQL("GRANT CREATE, CONNECT ON DATABASE {} TO {}").format(
-            database, sql.Identifier(OWNER_ROLE)
+            database, sql.Identifier(roles.owner)
         )
     )
     conn.execute(
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
-            database, sql.Identifier(READER_ROLE), sql.Identifier(GATEWAY_ROLE)
+            database, sql.Identifier(roles.reader), sql.Identifier(roles.gateway)
         )
     )
     conn.execute(
-        sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(sql.Identifier(OWNER_ROLE))
+        sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(sql.Identifier(roles.owner))
     )
     log.info("[isokron.citus.roles] roles ready on every node of %s", conn.info.dbname)
 
 
-def _set_owner_secret(conn: psycopg.Connection) -> None:
+def _set_owner_secret(conn: psycopg.Connection, owner: str) -> None:
     # The owner logs in only as Citus's node-to-node user: nobody is ever shown this password.
     secret = secrets.token_urlsafe(32)
     conn.execute(
-        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(OWNER_ROLE), sql.Literal(secret))
+        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(owner), sql.Literal(secret))
     )
-    conn.execute(SET_OWNER_AUTHINFO_SQL, (OWNER_ROLE, f"password={secret}"))
+    conn.execute(SET_OWNER_AUTHINFO_SQL, (owner, f"password={secret}"))
 
 
 def distribute(

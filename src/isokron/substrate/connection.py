@@ -86,7 +86,7 @@ async def workspace_transaction(
         yield conn
 
 
-# SQLSTATEs raised by the substrate's own functions (see migrations/0005 and 0010).
+# SQLSTATEs raised by the substrate's own functions (see migrations/0005 and 0011).
 _IK_CODES: dict[str, str] = {
     "IKV01": "invalid_argument",
     "IKN01": "not_found",

@@ -1,7 +1,7 @@
 """The write operations: the one module the gateway and the operator CLI both write through.
 
 Every function here calls a substrate function that writes its rows and appends exactly one
-chain event in ONE transaction (migrations/0010). Two entry points:
+chain event in ONE transaction (migrations/0011). Two entry points:
 
 * ``isokron_api.write(token_sha256, op, args, idempotency_key, workspace_id)`` — the gateway
   role's: the database resolves actor, kind and workspace from the presented token's SHA-256
