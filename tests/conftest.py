@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from citus_support import citus_workers, on_node
+from isokron.governance.seeds import default_seed
 from isokron.substrate import citus, connection, writes
 from isokron.substrate.dsn import (
     DatabaseRoles,
@@ -147,7 +148,7 @@ async def make_workspace(admin_pool: asyncpg.Pool) -> Callable:
     async def make(prefix: str = "ws") -> writes.CreatedWorkspace:
         ws_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
         async with admin_pool.acquire() as conn:
-            return await writes.create_workspace(conn, ws_id, f"Test {ws_id}")
+            return await writes.create_workspace(conn, ws_id, f"Test {ws_id}", seed=default_seed())
 
     return make
 

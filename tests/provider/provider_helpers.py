@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from isokron.chain import verify_records
+from isokron.governance.seeds import default_seed
 from isokron.provider import IsoKronProviderConfig
 from isokron.substrate import reads, writes
 from isokron.substrate.audit import iter_chain, verify_workspace
@@ -65,7 +66,9 @@ async def _create(admin: str, prefix: str) -> KoraWorkspace:
     conn = await connect(admin)
     try:
         ws_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        created = await writes.create_workspace(conn, ws_id, f"Provider test {ws_id}")
+        created = await writes.create_workspace(
+            conn, ws_id, f"Provider test {ws_id}", seed=default_seed()
+        )
         kora = created.actors["kora"]
         issued = await writes.issue_token(
             conn, ws_id, created.operator_actor_id, kora, label="provider tests"

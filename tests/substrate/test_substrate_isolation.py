@@ -11,15 +11,17 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from isokron.governance.seeds import default_seed
 from isokron.substrate import connection, writes
 from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 
 KEY_COLUMNS = ("workspace_id", "clerk_org_id", "tenant_id")
+QUOTA_ROWS = [{"bucket": "writes", "limit": 60, "window_seconds": 60}]
 # Tables the reader must not read at all (secrets' metadata and gateway bookkeeping).
 READER_INVISIBLE = {
     "isokron.service_tokens",
     "isokron.idempotency_keys",
-    "isokron.rate_limit_windows",
+    "isokron.quota_windows",
 }
 
 SELECT_KEYED_TABLES_SQL = """
@@ -72,7 +74,7 @@ class World:
 async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: str) -> Any:
     ws_id = f"{prefix}-{uuid4().hex[:8]}"
     async with admin.acquire() as conn:
-        ws = await writes.create_workspace(conn, ws_id, f"Isolation {prefix}")
+        ws = await writes.create_workspace(conn, ws_id, f"Isolation {prefix}", seed=default_seed())
     kora, operator = ws.actors["kora"], ws.operator_actor_id
     async with admin.acquire() as conn:
         issued = await writes.issue_token(conn, ws_id, operator, kora, label=prefix)
@@ -103,7 +105,9 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
         {"tool": "iso_node_create", "reason": "needs a person", "request": {}},
     )
     await agent("append_event", {"event_type": "kora.note.recorded"}, idempotency_key="k-1")
-    await connection.run(gateway, "SELECT isokron_api.consume_rate_limit($1, 60)", token_hash)
+    await connection.run(
+        gateway, "SELECT isokron_api.admit_write($1, $2::jsonb)", token_hash, QUOTA_ROWS
+    )
     return ws
 
 

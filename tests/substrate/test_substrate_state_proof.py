@@ -26,6 +26,7 @@ from substrate_support import STATE_TAMPER_FIGURES
 
 from isokron.chain.state import STATE_TABLES, STATE_TABLES_BY_NAME, column_bytes, row_record
 from isokron.errors import GovernanceIntegrityError, RoleCharterIntegrityError
+from isokron.governance.seeds import default_seed
 from isokron.substrate import audit, reads, writes
 from isokron.substrate.dsn import SubstrateDSNs
 
@@ -49,7 +50,7 @@ class Populated:
 async def _populate(conn: asyncpg.Connection, prefix: str) -> Populated:
     """A workspace with at least one row in every state table (and a revoked token)."""
     ws_id = f"{prefix}-{uuid4().hex[:8]}"
-    ws = await writes.create_workspace(conn, ws_id, f"state {prefix}")
+    ws = await writes.create_workspace(conn, ws_id, f"state {prefix}", seed=default_seed())
     kora, op = ws.actors["kora"], ws.operator_actor_id
 
     async def w(name: str, args: dict[str, Any], actor: Any = kora) -> dict[str, Any]:

@@ -33,8 +33,8 @@ from isokron.chain import (
     write_bundle,
 )
 from isokron.chain.state import STATE_TABLES, StateLedger, StateTable
-from isokron.errors import NotFoundError, SubstrateError, SubstrateUnavailableError
-from isokron.substrate.dsn import redact_dsn
+from isokron.errors import NotFoundError, SubstrateError
+from isokron.substrate.database_errors import translate_connect_error
 
 log = logging.getLogger("isokron.substrate.audit")
 
@@ -197,10 +197,8 @@ def _connect(dsn: str, *, snapshot: bool = False) -> psycopg.Connection:
         if snapshot:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         return conn
-    except psycopg.OperationalError as exc:
-        raise SubstrateUnavailableError(
-            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
-        ) from exc
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc, dsn) from exc
 
 
 def _tenant_of(conn: psycopg.Connection, workspace_id: str) -> UUID:

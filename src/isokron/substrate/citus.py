@@ -89,7 +89,7 @@ DISTRIBUTED_TABLES: tuple[str, ...] = (
     "kronicle.policy_change_proposals",
     "kronicle.escalations",
     "isokron.idempotency_keys",
-    "isokron.rate_limit_windows",
+    "isokron.quota_windows",
     "hivex_foundation.chain_head",
     "hivex_foundation.event_log",
 )

@@ -24,13 +24,13 @@ from pathlib import Path
 import psycopg
 from yoyo import get_backend, read_migrations
 
-from isokron.errors import MigrationError, SubstrateUnavailableError
+from isokron.errors import MigrationError
 from isokron.substrate.citus import citus_version, prepare_roles
+from isokron.substrate.database_errors import translate_connect_error
 from isokron.substrate.dsn import (
     DatabaseRoles,
     database_name,
     database_roles,
-    redact_dsn,
     validate_dsn,
 )
 
@@ -106,10 +106,8 @@ def _upgrade(
         migrations = type(migrations)(migrations[: ids.index(until) + 1])
     try:
         lock_conn = psycopg.connect(validate_dsn(dsn), autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise SubstrateUnavailableError(
-            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
-        ) from exc
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc, dsn) from exc
     with lock_conn:
         lock_conn.execute(ACQUIRE_LOCK_SQL, (MIGRATION_LOCK_KEY,))
         try:

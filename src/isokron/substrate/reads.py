@@ -24,7 +24,8 @@ from isokron.errors import (
     RoleCharterIntegrityError,
 )
 from isokron.substrate import state_sql
-from isokron.substrate.connection import SET_WORKSPACE_SQL, translate_pg_error
+from isokron.substrate.connection import SET_WORKSPACE_SQL
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 from isokron.substrate.models import (
     ActiveConstitution,
     CapabilityRow,
@@ -68,8 +69,8 @@ async def _scoped_tx(
         async with conn.transaction(readonly=True):
             await conn.execute(SET_WORKSPACE_SQL, workspace_id)
             yield conn
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
 
 
 # ---------------------------------------------------------------- role charter (fail closed)
