@@ -15,6 +15,7 @@ import asyncpg
 import uvicorn
 
 from isokron.console import ConsoleSettings, create_app
+from isokron.governance import seeds
 from isokron.substrate import writes
 from isokron.substrate.dsn import SubstrateDSNs
 
@@ -55,25 +56,25 @@ async def seed_workspace(admin_dsn: str, workspace_id: str) -> SeededWorkspace:
         from isokron.substrate.connection import init_connection
 
         await init_connection(conn)
-        created = await writes.create_workspace(conn, workspace_id, "Console test")
+        created = await writes.create_workspace(
+            conn, workspace_id, "Console test", seed=seeds.default_seed()
+        )
         op_id, kora_id = created.actors["operator"], created.actors["kora"]
         op_tok = await writes.issue_token(conn, workspace_id, op_id, op_id, label="console")
         kora_tok = await writes.issue_token(conn, workspace_id, op_id, kora_id, label="agent")
         ws = SeededWorkspace(workspace_id, op_tok.token, kora_tok.token, created.actors, "", "")
         # A second charter version, so the charter panel has a history and a diff to show.
-        from isokron.substrate import defaults
-
-        md2 = defaults.DEFAULT_CHARTER_MD.replace(
+        md2 = seeds.DEFAULT_CHARTER_MD.replace(
             "## Authority — can do\n",
             "## Authority — can do\n\n- Keep the release checklist current.\n",
         )
-        assert md2 != defaults.DEFAULT_CHARTER_MD
+        assert md2 != seeds.DEFAULT_CHARTER_MD
         await writes.govern(
             conn,
             "set_charter",
             workspace_id,
             op_id,
-            {"content_md": md2, "sections": dict(defaults.charter_sections_from_markdown(md2))},
+            {"content_md": md2, "sections": dict(seeds.charter_sections_from_markdown(md2))},
         )
         ws.planted_wsk = kora_tok.token
         secret_text = (

@@ -14,6 +14,7 @@ import pytest
 from console_support import ConsoleServer, free_port, run, seed_workspace
 
 from isokron.console.sessions import CSRF_HEADER
+from isokron.governance import seeds
 from isokron.substrate import writes
 from isokron.substrate.connection import connect
 from isokron.substrate.dsn import SubstrateDSNs
@@ -49,7 +50,7 @@ async def _clean_workspace(admin: str) -> tuple[str, str]:
     ws = f"gates-{uuid.uuid4().hex[:8]}"
     conn = await connect(admin)
     try:
-        created = await writes.create_workspace(conn, ws)
+        created = await writes.create_workspace(conn, ws, seed=seeds.default_seed())
         op = created.actors["operator"]
         token = (await writes.issue_token(conn, ws, op, op)).token
         await writes.issue_token(conn, ws, op, created.actors["kora"])

@@ -19,7 +19,8 @@ import asyncpg
 from isokron.errors import ConfigError, NotFoundError, RefusalError
 from isokron.gateway.auth import AUTHENTICATE_TOKEN_SQL, Principal, principal_from_record
 from isokron.substrate import reads, writes
-from isokron.substrate.connection import translate_pg_error
+from isokron.substrate.connection import fetch_in_transaction
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 log = logging.getLogger("isokron.console.actions")
 
@@ -29,9 +30,9 @@ OPERATOR_KIND = "operator"
 async def authenticate_digest(gateway_pool: asyncpg.Pool, digest: bytes, prefix: str) -> Principal:
     """The principal a token's SHA-256 stands for, asked of the database now (never cached)."""
     try:
-        record = await gateway_pool.fetchval(AUTHENTICATE_TOKEN_SQL, digest)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+        record = await fetch_in_transaction(gateway_pool, AUTHENTICATE_TOKEN_SQL, digest)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
     return principal_from_record(record if isinstance(record, dict) else None, prefix, digest)
 
 

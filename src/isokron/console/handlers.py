@@ -19,7 +19,7 @@ from isokron.console import diagnostics, panels, queries
 from isokron.console.sessions import Session
 from isokron.console.state import ConsoleState
 from isokron.errors import ConfigError, NotFoundError
-from isokron.substrate.constitution import Constitution
+from isokron.governance.rules import Constitution
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

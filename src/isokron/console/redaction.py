@@ -5,14 +5,14 @@ at least 16 letters or digits, real Slack token shapes, ``sk-`` followed by at l
 characters, a JSON password-like field that has a value, and a DSN's password. Operator copy
 that merely names a token family ("wsk_* token valid", "Token rotation — wsk_*") has no such
 shape and is left alone. On top of these, the default constitution's secret shapes (PEM keys,
-cloud keys; :func:`isokron.substrate.constitution.redact_secrets`) are applied.
+cloud keys; :func:`isokron.governance.redaction.redact_secrets`) are applied.
 """
 
 from __future__ import annotations
 
 import re
 
-from isokron.substrate.constitution import redact_secrets
+from isokron.governance.redaction import redact_secrets
 
 REDACTED = "[REDACTED]"
 
