@@ -23,6 +23,7 @@ from uuid import UUID
 import psycopg
 
 from isokron.chain import (
+    HASH_PREFIX,
     ChainRecord,
     Checkpoint,
     Finding,
@@ -36,7 +37,10 @@ CHUNK_EVENTS = 250_000
 # One chunk of the chain: events with seq >= %(start)s, at most %(limit)s of them. The inner
 # ORDER BY/LIMIT reads the primary-key index in order, so the window needs no sort. A row comes
 # back when it is the chunk's first (no predecessor in the chunk) or last, when its hash, payload
-# digest, seq order or link is wrong, or when a checkpoint names its seq.
+# digest, seq order or link is wrong, or when a checkpoint names its seq. The hash input is
+# hivex_foundation.event_hash_input spelled out (docs/chain.md §2), with %(prefix)s the constant
+# HASH_PREFIX and the concatenation nested to the right: measured twice as fast as the
+# function's left-to-right chain, which re-copies the growing prefix at every step.
 SCAN_CHAIN_CHUNK_SQL = """
 SELECT s.seq, s.event_id, s.actor_id, s.event_type,
        (extract(epoch FROM s.occurred_at) * 1000000)::bigint,
@@ -51,9 +55,13 @@ FROM (
            lead(c.seq) OVER w IS NULL AS is_last,
            COALESCE(octet_length(c.prev_event_hash) = 32
                     AND octet_length(c.payload_digest) = 32
-                    AND sha256(hivex_foundation.event_hash_input(
-                            c.prev_event_hash, c.tenant_id, c.seq, c.event_id, c.actor_id,
-                            c.occurred_at, c.event_type, c.payload_digest)) = c.this_event_hash,
+                    AND sha256(%(prefix)s::bytea || (c.prev_event_hash
+                        || (uuid_send(c.tenant_id) || (int8send(c.seq)
+                        || (uuid_send(c.event_id) || (uuid_send(c.actor_id)
+                        || (int8send((extract(epoch FROM c.occurred_at) * 1000000)::bigint)
+                        || (int4send(octet_length(convert_to(c.event_type, 'UTF8')))
+                        || (convert_to(c.event_type, 'UTF8') || c.payload_digest))))))))
+                        ) = c.this_event_hash,
                     false) AS hash_ok,
            COALESCE(c.payload_erased
                     OR sha256(convert_to(c.payload::text, 'UTF8')) = c.payload_digest,
@@ -137,7 +145,13 @@ def scan_chain(
     while True:
         rows = conn.execute(
             SCAN_CHAIN_CHUNK_SQL,
-            {"tenant": tenant, "start": start, "limit": chunk_events, "checkpoint_seqs": cp_seqs},
+            {
+                "tenant": tenant,
+                "start": start,
+                "limit": chunk_events,
+                "checkpoint_seqs": cp_seqs,
+                "prefix": HASH_PREFIX,
+            },
         ).fetchall()
         chunk_size = rows[-1][12] if rows else 0
         if not first_chunk:
