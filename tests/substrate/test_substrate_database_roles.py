@@ -84,7 +84,7 @@ async def test_database_ones_roles_can_neither_read_nor_write_database_two(
                     try:
                         async with conn.transaction():
                             await conn.execute(
-                                "SELECT set_config('app.current_workspace_id', $1, true)",
+                                "SELECT isokron.set_local('app.current_workspace_id', $1, true)",
                                 other["ws"].workspace_id,
                             )
                             await conn.execute(sql)

@@ -105,7 +105,9 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
         {"tool": "iso_node_create", "reason": "needs a person", "request": {}},
     )
     await agent("append_event", {"event_type": "kora.note.recorded"}, idempotency_key="k-1")
-    await gateway.fetchval("SELECT isokron_api.admit_write($1, $2::jsonb)", token_hash, QUOTA_ROWS)
+    await connection.run(
+        gateway, "SELECT isokron_api.admit_write($1, $2::jsonb)", token_hash, QUOTA_ROWS
+    )
     return ws
 
 
@@ -239,7 +241,7 @@ async def test_the_owner_role_is_bound_by_forced_rls(
                 assert n == 0, f"the table owner sees {n} rows of {t.qualified} unscoped"
         async with conn.transaction():
             await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
-            await conn.execute("SELECT set_config('isokron.all_workspaces', 'on', true)")
+            await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
             for t in world.tables:
                 for ws in (world.a, world.b):
                     n = await conn.fetchval(
@@ -253,7 +255,7 @@ async def test_the_owner_opt_in_is_not_available_to_the_reader(
 ) -> None:
     async with reader_pool.acquire() as conn:
         async with conn.transaction():
-            await conn.execute("SELECT set_config('isokron.all_workspaces', 'on', true)")
+            await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
             for t in world.tables:
                 if t.reader_can_select:
                     assert await conn.fetchval(f"SELECT count(*) FROM {t.sql_name}") == 0, t

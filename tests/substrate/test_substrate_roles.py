@@ -43,6 +43,8 @@ GATEWAY_FUNCTIONS = {
 READER_FUNCTIONS = [
     "hivex_foundation.row_field(text,text)",
     "hivex_foundation.row_record(text,bytea[])",
+    # The scoping helper: SET LOCAL with bind parameters, which reaches Citus workers (0040).
+    "isokron.set_local(text,text,boolean)",
 ]
 APPEND_ONLY_SQLSTATE = "IKA01"
 
@@ -135,6 +137,9 @@ CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REF
                         'TRIGGER']) AS p(privilege)
 WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname = ANY($2::text[])
   AND has_table_privilege($1, c.oid, p.privilege)
+  -- An extension's own objects (Citus's metadata views in public) are not IsoKron's tables.
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
 """
 
@@ -315,7 +320,7 @@ async def test_event_log_changes_are_refused_for_the_owner_and_the_superuser(
             if as_role == "owner":
                 await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
                 # Make every row visible to the owner, so the trigger really meets them.
-                await conn.execute("SELECT set_config('isokron.all_workspaces', 'on', true)")
+                await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
                 assert (
                     await conn.fetchval(
                         "SELECT count(*) FROM hivex_foundation.event_log WHERE tenant_id = $1",
@@ -349,7 +354,9 @@ async def test_the_erasure_exception_cannot_rewrite_an_event(
         ):
 
             async def attempt(change: str = change) -> None:
-                await conn.execute("SELECT set_config('isokron.erasing_payload', 'on', true)")
+                await conn.execute(
+                    "SELECT isokron.set_local('isokron.erasing_payload', 'on', true)"
+                )
                 await conn.execute(
                     f"UPDATE hivex_foundation.event_log {change} WHERE tenant_id = $1 AND seq = 2",
                     ws.tenant_id,

@@ -187,6 +187,8 @@ def _insert_sql(table: str, key: str, new_ws: str) -> tuple[str, str]:
 
 def _tamper(dsn: str, sql: str, ws_id: str) -> str | None:
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        # (on Citus the setting must reach the workers, where the shards' triggers and FKs fire)
+        conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
         conn.execute("SET LOCAL session_replication_role = replica")  # no triggers, no FKs
         cur = conn.execute(sql, {"ws": ws_id})
         row = cur.fetchone() if cur.description else None

@@ -4,6 +4,7 @@ capability, token."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,12 +32,14 @@ from isokron.governance.charter import charter_sections_from_markdown
 from isokron.governance.operations import OPERATIONS
 from isokron.governance.policies import POLICIES
 from isokron.governance.rules import Constitution
-from isokron.substrate import admin, connection, reads, writes
+from isokron.substrate import admin, citus, connection, reads, writes
 from isokron.substrate.dsn import redact_dsn
 from isokron.substrate.embedded import default_data_dir, stop_embedded
 from isokron.substrate.migrate import upgrade
 
-db_app = typer.Typer(help="Database schema: apply migrations.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema: apply migrations; distribute over Citus.", no_args_is_help=True
+)
 workspace_app = typer.Typer(help="Create and list workspaces.", no_args_is_help=True)
 charter_app = typer.Typer(
     help="The workspace's role charter (the agent's identity).", no_args_is_help=True
@@ -73,6 +76,27 @@ def db_upgrade(
         print_json({"applied": applied})
     elif not applied:
         out.print("database is up to date")
+
+
+@db_app.command("distribute")
+@boundary
+def db_distribute(dsn: DsnOption = None, json_out: JsonOption = False) -> None:
+    """Spread the substrate over a Citus cluster (run on the coordinator after `db upgrade`).
+
+    Makes public.workspaces and hivex_foundation.tenant reference tables and distributes every
+    other table by workspace_id in one co-location group. Re-running is a no-op.
+    """
+    target = resolve_target(dsn, None)
+    with out.status("distributing…") as status:
+        tables = citus.distribute(
+            target.dsns.admin, progress=lambda t: status.update(f"distributing {t}…")
+        )
+    if json_out:
+        print_json({"tables": [asdict(t) for t in tables]})
+        return
+    for t in tables:
+        state = "made" if t.created else "already"
+        out.print(f"  {state} {t.kind:<11} {t.table} (co-location group {t.colocation_id})")
 
 
 async def _operator(conn: Any, workspace_id: str) -> UUID:

@@ -25,6 +25,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from isokron.errors import RefusalError
 from isokron.gateway import decision_log
+from isokron.substrate.connection import fetch_in_transaction
 from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 from isokron.substrate.writes import (
     TOKEN_PREFIX,
@@ -198,7 +199,7 @@ class Authenticator:
 
     async def _lookup(self, digest: bytes) -> Mapping[str, Any] | None:
         try:
-            record = await self._pool.fetchval(AUTHENTICATE_TOKEN_SQL, digest)
+            record = await fetch_in_transaction(self._pool, AUTHENTICATE_TOKEN_SQL, digest)
         except DRIVER_ERRORS as exc:
             raise translate(exc) from exc
         return record if isinstance(record, Mapping) else None

@@ -11,7 +11,7 @@ from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 # Superusers bypass RLS; a non-superuser admin that is a member of isokron_owner sees all
 # workspaces through the owner's opt-in policy.
-SCOPE_ALL_SQL = "SELECT set_config('isokron.all_workspaces', 'on', true)"
+SCOPE_ALL_SQL = "SELECT isokron.set_local('isokron.all_workspaces', 'on', true)"
 LIST_WORKSPACES_SQL = """
 SELECT w.id AS workspace_id, w.name, t.tenant_id, w.created_at,
        coalesce(h.last_seq, 0) AS events

@@ -68,7 +68,7 @@ FROM (
                     false) AS payload_ok
     FROM (
         SELECT * FROM hivex_foundation.event_log
-        WHERE tenant_id = %(tenant)s AND seq >= %(start)s
+        WHERE workspace_id = %(workspace)s AND tenant_id = %(tenant)s AND seq >= %(start)s
         ORDER BY seq
         LIMIT %(limit)s
     ) c
@@ -133,6 +133,7 @@ def _take_row(scan: _Scan, tenant: UUID, row: tuple) -> None:
 def scan_chain(
     conn: psycopg.Connection,
     tenant: UUID,
+    workspace_id: str,
     *,
     checkpoints: Sequence[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
@@ -147,6 +148,7 @@ def scan_chain(
             SCAN_CHAIN_CHUNK_SQL,
             {
                 "tenant": tenant,
+                "workspace": workspace_id,
                 "start": start,
                 "limit": chunk_events,
                 "checkpoint_seqs": cp_seqs,

@@ -19,7 +19,9 @@ from isokron.substrate.dsn import validate_dsn
 
 log = logging.getLogger("isokron.substrate")
 
-SET_WORKSPACE_SQL = "SELECT set_config('app.current_workspace_id', $1, true)"
+# isokron.set_local is SET LOCAL with bind parameters: on Citus it reaches the workers where
+# row-level security is evaluated (set_config would not); see migration 0040.
+SET_WORKSPACE_SQL = "SELECT isokron.set_local('app.current_workspace_id', $1, true)"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_COMMAND_TIMEOUT = 30.0
 
@@ -77,9 +79,30 @@ async def workspace_transaction(
         yield conn
 
 
+async def fetch_in_transaction(
+    db: asyncpg.Connection | asyncpg.Pool, sql: str, *args: Any, row: bool = False
+) -> Any:
+    """``fetchval`` (or ``fetchrow``) of one entry-point call, inside a transaction block.
+
+    On Citus a read-only statement runs on a worker outside any transaction block unless the
+    client opened one, and then the workspace scope set by ``isokron.set_local`` (SET LOCAL) is
+    not sent with it: row-level security on the worker would see no workspace at all. So every
+    call of an entry point runs in BEGIN ... COMMIT (docs/scaling.md). On one PostgreSQL server
+    this changes nothing but two short round trips. Errors are not translated here.
+    """
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await fetch_in_transaction(conn, sql, *args, row=row)
+    fetch = db.fetchrow if row else db.fetchval
+    if db.is_in_transaction():
+        return await fetch(sql, *args)
+    async with db.transaction():
+        return await fetch(sql, *args)
+
+
 async def run(conn: asyncpg.Connection, sql: str, *args: Any) -> Any:
-    """fetchval with errors translated; for one-shot calls of substrate functions."""
+    """fetchval in a transaction, errors translated; for one-shot calls of substrate functions."""
     try:
-        return await conn.fetchval(sql, *args)
+        return await fetch_in_transaction(conn, sql, *args)
     except DRIVER_ERRORS as exc:
         raise translate(exc) from exc

@@ -280,12 +280,11 @@ def scratchpad_entry_from_row(r: asyncpg.Record) -> ScratchpadEntry:
 
 
 # ---------------------------------------------------------------- recent chain events
-# event_log is keyed by tenant_id; the workspace resolves to its tenant through the join.
+# Filtered by the workspace key itself: one shard on Citus, the primary key's order here.
 SELECT_RECENT_EVENTS_SQL = """
 SELECT el.event_id, el.seq, el.event_type, el.occurred_at, jsonb_pretty(el.payload) AS payload_text
 FROM hivex_foundation.event_log el
-JOIN hivex_foundation.tenant t ON t.tenant_id = el.tenant_id
-WHERE t.clerk_org_id = $1 AND starts_with(el.event_type, $2)
+WHERE el.workspace_id = $1 AND starts_with(el.event_type, $2)
 ORDER BY el.seq DESC
 LIMIT $3
 """

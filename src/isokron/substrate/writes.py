@@ -48,6 +48,7 @@ import asyncpg
 import blake3
 
 from isokron.errors import ConfigError
+from isokron.substrate.connection import fetch_in_transaction
 from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 WRITE_AS_SQL = "SELECT isokron_api.write_as($1, $2, $3::uuid, $4::jsonb, $5)"
@@ -115,7 +116,7 @@ async def govern(
 
 async def _call(db: Executor, sql: str, *params: Any) -> dict[str, Any]:
     try:
-        result = await db.fetchval(sql, *params)
+        result = await fetch_in_transaction(db, sql, *params)
     except DRIVER_ERRORS as exc:
         raise translate(exc) from exc
     if not isinstance(result, dict):
@@ -286,7 +287,7 @@ async def erase_event_payload(
 
 async def _call_void(db: Executor, sql: str, *params: Any) -> None:
     try:
-        await db.execute(sql, *params)
+        await fetch_in_transaction(db, sql, *params)
     except DRIVER_ERRORS as exc:
         raise translate(exc) from exc
 
@@ -352,7 +353,8 @@ async def submit(
         SubstrateError: the database failed.
     """
     try:
-        row = await pool.fetchrow(
+        row = await fetch_in_transaction(
+            pool,
             SUBMIT_SQL,
             workspace_id,
             token_sha256,
@@ -361,6 +363,7 @@ async def submit(
             dict(args),
             idempotency_key,
             dict(over_limit_denial),
+            row=True,
         )
     except DRIVER_ERRORS as exc:
         raise translate(exc) from exc
@@ -381,7 +384,7 @@ async def maintain(pool: asyncpg.Pool, workspace_id: str | None = None) -> dict[
     """Close what is overdue (expired escalations and proposals, scratchpad past retention,
     stale idempotency keys) in one workspace or, with None, in all; returns the counts."""
     try:
-        result = await pool.fetchval(MAINTAIN_SQL, workspace_id)
+        result = await fetch_in_transaction(pool, MAINTAIN_SQL, workspace_id)
     except DRIVER_ERRORS as exc:
         raise translate(exc) from exc
     return dict(result or {})
