@@ -32,7 +32,7 @@ from isokron.chain import (
     report_from_suspects,
 )
 
-CHUNK_EVENTS = 250_000
+CHUNK_EVENTS = 100_000
 
 # One chunk of the chain: events with seq >= %(start)s, at most %(limit)s of them. The inner
 # ORDER BY/LIMIT reads the primary-key index in order, so the window needs no sort. A row comes
@@ -139,7 +139,13 @@ def scan_chain(
     progress: Callable[[int], None] | None = None,
     chunk_events: int = CHUNK_EVENTS,
 ) -> tuple[VerifyReport, list[Finding]]:
-    """Verify one tenant's chain inside PostgreSQL; return the report and payload findings."""
+    """Verify one tenant's chain inside PostgreSQL; return the report and payload findings.
+
+    ``chunk_events`` (at least 2: each chunk after the first re-reads one event) bounds the
+    events one statement covers; ``progress`` gets the running count after each chunk.
+    """
+    if chunk_events < 2:
+        raise ValueError(f"chunk_events must be at least 2, got {chunk_events}")
     scan = _Scan(suspects=[], bad_payloads=[])
     cp_seqs = sorted({cp.seq for cp in checkpoints})
     start, first_chunk = 0, True
