@@ -1,6 +1,7 @@
 """The in-database chain check (`chain_scan.scan_chain`) against the independent pure-Python walk
 (`audit.iter_chain` + `chain.verify_records`) on the same tampered chains: the same findings,
-kind, seq and message, whatever the chunk size (so no tampering hides at a chunk boundary)."""
+kind, seq and message, whatever the chunk size (so no tampering hides at a chunk boundary).
+Likewise the export lines PostgreSQL builds against the Python exporter's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import asyncpg
 import psycopg
 import pytest
 
-from isokron.chain import Checkpoint, Finding, make_record, us_to_datetime, verify_records
+from isokron.chain import (
+    Checkpoint,
+    Finding,
+    make_record,
+    record_to_dict,
+    us_to_datetime,
+    verify_records,
+)
+from isokron.chain.bundle import _json_dumps
 from isokron.substrate import audit, writes
 from isokron.substrate.chain_scan import scan_chain
 from isokron.substrate.dsn import SubstrateDSNs
@@ -171,3 +180,47 @@ async def test_scan_matches_the_python_walk_at_every_chunk_size(
 def test_chunk_size_below_two_is_refused(substrate: SubstrateDSNs) -> None:
     with psycopg.connect(substrate.admin) as conn, pytest.raises(ValueError, match="at least 2"):
         scan_chain(conn, uuid4(), "none", chunk_events=1)
+
+
+TRICKY_PAYLOADS: list[Any] = [
+    {"text": "é ü 中文 😀 \u2028 \u007f"},
+    {"text": 'quote " backslash \\ slash / newline \n tab \t cr \r'},
+    {"text": "controls \u0001 \u001f \b \f", "n": -12.5e-7, "big": 12345678901234567890},
+    {"nested": [None, True, False, {"": ""}]},
+]
+
+
+async def test_exported_lines_are_what_the_python_exporter_writes(
+    ws: writes.CreatedWorkspace, substrate: SubstrateDSNs, admin_pool: asyncpg.Pool
+) -> None:
+    """The database builds the export's event lines; they must equal, byte for byte, what
+    record_to_dict + the bundle's JSON encoder write for the same events (erased one too)."""
+    for payload in TRICKY_PAYLOADS:
+        await writes.write(
+            admin_pool,
+            "append_event",
+            ws.workspace_id,
+            ws.actors["kora"],
+            {"event_type": "kora.tricky.payload", "payload": payload},
+        )
+    async with admin_pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            f"UPDATE {T} SET payload_erased = true WHERE tenant_id = $1 AND seq = 3", ws.tenant_id
+        )
+        await conn.execute(  # a forged type with characters JSON must escape
+            f"UPDATE {T} SET event_type = $2 WHERE tenant_id = $1 AND seq = 4",
+            ws.tenant_id,
+            'kora."é\\\n\u0002',
+        )
+    with psycopg.connect(substrate.admin) as conn, conn.transaction():
+        tenant = audit._tenant_of(conn, ws.workspace_id)
+        fast = list(audit.iter_event_lines(conn, tenant, ws.workspace_id))
+        slow = [
+            (r.seq, r.this_event_hash, _json_dumps(record_to_dict(r)))
+            for r in audit.iter_chain(
+                conn, tenant, workspace_id=ws.workspace_id, with_payloads=True
+            )
+        ]
+    assert len(fast) == EVENTS + len(TRICKY_PAYLOADS)
+    assert fast == slow
