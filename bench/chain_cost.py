@@ -43,10 +43,12 @@ CREATE TABLE IF NOT EXISTS public.{PLAIN_TABLE} (
 CREATE INDEX IF NOT EXISTS {PLAIN_TABLE}_recent
     ON public.{PLAIN_TABLE} (tenant_id, occurred_at DESC);
 """
-INSERT_PLAIN_SQL = f"INSERT INTO public.{PLAIN_TABLE} VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+INSERT_PLAIN_SQL = (
+    f"INSERT INTO public.{PLAIN_TABLE} VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+)
 SELECT_APPENDED_SQL = """
 SELECT e.tenant_id, e.seq, e.event_id, e.actor_id, e.event_type, e.payload, e.payload_digest,
-       e.payload_erased, e.occurred_at, e.prev_event_hash, e.this_event_hash
+       e.payload_erased, e.occurred_at, e.prev_event_hash, e.this_event_hash, e.workspace_id
 FROM hivex_foundation.event_log e
 JOIN unnest($1::uuid[], $2::bigint[]) AS k(tenant_id, seq)
   ON e.tenant_id = k.tenant_id AND e.seq = k.seq
