@@ -8,6 +8,7 @@ B's object ids, and plainly; every answer is searched for B's ids and B's text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shlex
@@ -346,6 +347,22 @@ async def test_documented_limits(
     assert owner_can_disable
 
 
+async def _wait_for_scratchpad_rows(pool: asyncpg.Pool, workspace_id: str, count: int) -> None:
+    """Poll until ``count`` scratchpad rows exist (a hang guard, not a timing bound)."""
+    for _ in range(3000):
+        async with pool.acquire() as conn:
+            async with connection.workspace_transaction(conn, workspace_id):
+                seen = await conn.fetchval(
+                    "SELECT count(*) FROM kronicle.agent_scratchpad_entries"
+                    " WHERE workspace_id = $1",
+                    workspace_id,
+                )
+        if seen >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{count} scratchpad row(s) never landed in {workspace_id}")
+
+
 @pytest.mark.parametrize("transport", ["http", "stdio"])
 async def test_a_revoked_token_stops_a_live_provider_at_once(
     transport: str,
@@ -380,6 +397,9 @@ async def test_a_revoked_token_stops_a_live_provider_at_once(
             "rev-1", platform="cli", agent_context="primary", hermes_home=str(tmp_path)
         )
         provider.sync_turn("q1", "before the revocation, cap_append_event")
+        # sync_turn hands the write to the provider's worker: revoke only once it has landed
+        # (a stdio gateway may still be starting), or the test would race its own first write.
+        await _wait_for_scratchpad_rows(admin_pool, tenant.workspace_id, 1)
         async with admin_pool.acquire() as conn:
             await writes.govern(
                 conn,

@@ -19,11 +19,11 @@ SQLSTATE raised there is not in :data:`SUBSTRATE_SQLSTATES`.
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-import psycopg
 
 from isokron.errors import (
     ConflictError,
@@ -65,13 +65,19 @@ POSTGRES_SQLSTATES: Mapping[str, str] = {
 UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 INSUFFICIENT_PRIVILEGE = "42501"
 
-#: What every caller catches before calling :func:`translate`.
+#: What every asyncpg caller catches before calling :func:`translate` (psycopg callers catch
+#: ``psycopg.Error``).
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
-    psycopg.Error,
     OSError,
 )
+
+
+def _psycopg() -> Any:
+    """The psycopg module if this process imported it (the gateway and the provider never do:
+    an error can only be psycopg's where psycopg is loaded, and importing it costs startup)."""
+    return sys.modules.get("psycopg")
 
 
 def refusal_code(sqlstate: str) -> str | None:
@@ -84,9 +90,12 @@ def translate(exc: BaseException) -> BaseException:
     server = _server_error(exc)
     if server is not None:
         return _from_server(*server)
-    if isinstance(exc, asyncpg.InterfaceError | psycopg.InterfaceError):
+    pg = _psycopg()
+    if isinstance(exc, asyncpg.InterfaceError) or (
+        pg is not None and isinstance(exc, pg.InterfaceError)
+    ):
         return SubstrateUnavailableError(f"the database connection is unusable: {exc}")
-    if isinstance(exc, psycopg.OperationalError):
+    if pg is not None and isinstance(exc, pg.OperationalError):
         return SubstrateUnavailableError(f"the database could not be reached: {exc}")
     if isinstance(exc, ConnectionError | OSError | TimeoutError):
         return SubstrateUnavailableError(f"the database could not be reached: {exc}")
@@ -98,7 +107,8 @@ def _server_error(exc: BaseException) -> tuple[str, str] | None:
     if isinstance(exc, asyncpg.PostgresError):
         message: Any = getattr(exc, "message", None) or str(exc)
         return (getattr(exc, "sqlstate", None) or "", str(message))
-    if isinstance(exc, psycopg.Error) and exc.sqlstate:
+    pg = _psycopg()
+    if pg is not None and isinstance(exc, pg.Error) and exc.sqlstate:
         primary = exc.diag.message_primary if exc.diag is not None else None
         return (exc.sqlstate, primary or str(exc))
     return None
@@ -131,7 +141,11 @@ def translate_connect_error(exc: BaseException, dsn: str) -> BaseException:
         return SubstrateUnavailableError(f"the server refused the login at {where}: {exc}")
     if isinstance(exc, socket.gaierror):
         return SubstrateUnavailableError(f"unknown host in {where}: {exc}")
-    if isinstance(exc, psycopg.OperationalError | ConnectionError | OSError | TimeoutError):
+    pg = _psycopg()
+    unreachable: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
+    if pg is not None:
+        unreachable = (*unreachable, pg.OperationalError)
+    if isinstance(exc, unreachable):
         return SubstrateUnavailableError(
             f"cannot reach PostgreSQL at {where} ({exc.__class__.__name__}: {exc}); "
             "is the server running?"
