@@ -16,7 +16,7 @@ import uvicorn
 
 from isokron.console import ConsoleSettings, create_app
 from isokron.governance import seeds
-from isokron.substrate import writes
+from isokron.substrate import connection, writes
 from isokron.substrate.dsn import SubstrateDSNs
 
 # Real-shaped secrets planted in the workspace (the redaction test greps bundles for them).
@@ -51,11 +51,8 @@ async def kora_write(conn: asyncpg.Connection, ws: SeededWorkspace, op: str, arg
 
 async def seed_workspace(admin_dsn: str, workspace_id: str) -> SeededWorkspace:
     """A workspace with data on every panel, real-shaped secrets planted in agent content."""
-    conn = await asyncpg.connect(admin_dsn)
+    conn = await connection.connect(admin_dsn)
     try:
-        from isokron.substrate.connection import init_connection
-
-        await init_connection(conn)
         created = await writes.create_workspace(
             conn, workspace_id, "Console test", seed=seeds.default_seed()
         )

@@ -14,6 +14,7 @@ import psycopg
 from browser_flow import PANEL_CHECKS, Walk
 from console_support import ConsoleServer, SeededWorkspace, kora_write, run
 
+from isokron.substrate import connection
 from isokron.substrate.dsn import SubstrateDSNs
 
 
@@ -60,13 +61,9 @@ def test_chain_live_tail_shows_new_events(
     walk.open("chain")
 
     async def agent_writes() -> None:
-        import asyncpg
 
-        conn = await asyncpg.connect(substrate.admin)
+        conn = await connection.connect(substrate.admin)
         try:
-            from isokron.substrate.connection import init_connection
-
-            await init_connection(conn)
             await kora_write(
                 conn,
                 seeded,
@@ -105,14 +102,11 @@ def test_agent_written_markup_is_shown_as_text(
     browser: Any, console: ConsoleServer, seeded: SeededWorkspace, substrate: SubstrateDSNs
 ) -> None:
     async def hostile_writes() -> None:
-        import asyncpg
 
         from isokron.substrate import writes
-        from isokron.substrate.connection import init_connection
 
-        conn = await asyncpg.connect(substrate.admin)
+        conn = await connection.connect(substrate.admin)
         try:
-            await init_connection(conn)
             await kora_write(
                 conn,
                 seeded,
