@@ -30,7 +30,7 @@ from bench.preload import event_item, preload, scratchpad_item
 from bench.report import Row, Section, Target, fmt
 from bench.stats import rate
 from bench.substrate import BenchDatabase, BenchWorkspace, create_bench_workspace
-from isokron.chain import record_hash_input, verify_bundle
+from isokron.chain import record_hash_input, verify_bundle, verify_records
 from isokron.substrate import audit, connection, writes
 
 PLAIN_TABLE = "bench_plain_event_log"
@@ -43,10 +43,12 @@ CREATE TABLE IF NOT EXISTS public.{PLAIN_TABLE} (
 CREATE INDEX IF NOT EXISTS {PLAIN_TABLE}_recent
     ON public.{PLAIN_TABLE} (tenant_id, occurred_at DESC);
 """
-INSERT_PLAIN_SQL = f"INSERT INTO public.{PLAIN_TABLE} VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+INSERT_PLAIN_SQL = (
+    f"INSERT INTO public.{PLAIN_TABLE} VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+)
 SELECT_APPENDED_SQL = """
 SELECT e.tenant_id, e.seq, e.event_id, e.actor_id, e.event_type, e.payload, e.payload_digest,
-       e.payload_erased, e.occurred_at, e.prev_event_hash, e.this_event_hash
+       e.payload_erased, e.occurred_at, e.prev_event_hash, e.this_event_hash, e.workspace_id
 FROM hivex_foundation.event_log e
 JOIN unnest($1::uuid[], $2::bigint[]) AS k(tenant_id, seq)
   ON e.tenant_id = k.tenant_id AND e.seq = k.seq
@@ -185,22 +187,28 @@ def _best_of(n: int, fn: Any) -> tuple[float, Any]:
 def _verify(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
     admin = db.dsns.admin
     repeats = 3
-    db_s, audit_result = _best_of(repeats, lambda: audit.verify_workspace(admin, ws.workspace_id))
-    assert audit_result.ok, audit_result.to_dict()
-    events = audit_result.chain.events_checked
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = audit.verify_workspace(admin, ws.workspace_id)
+        runs.append((time.perf_counter() - start, result))
+    assert all(r.ok for _, r in runs), runs[0][1].to_dict()
+    events = runs[0][1].chain.events_checked
+    db_s = min(s for s, _ in runs)
+    chain_s = min(r.chain_seconds for _, r in runs)  # the in-database chain check alone
+    rows_s = min(r.rows_seconds for _, r in runs)  # row and state checks, timed separately
 
-    # The chain part alone: streaming the rows and re-hashing them, without the row checks.
-    def chain_only() -> int:
+    # The previous path, as a baseline in the same run: stream every row into Python and
+    # re-hash it there (audit.iter_chain + chain.verify_records).
+    def python_walk() -> int:
         with psycopg.connect(admin) as conn, conn.transaction():
             tenant = audit._tenant_of(conn, ws.workspace_id)
-            n = 0
-            for _ in audit.iter_chain(
-                conn, tenant, workspace_id=ws.workspace_id, with_payloads=False
-            ):
-                n += 1
-            return n
+            return verify_records(
+                audit.iter_chain(conn, tenant, workspace_id=ws.workspace_id, with_payloads=False),
+                expected_tenant=tenant,
+            ).events_checked
 
-    stream_s, _ = _best_of(repeats, chain_only)
+    python_s, _ = _best_of(repeats, python_walk)
 
     with tempfile.TemporaryDirectory(prefix="isokron-bench-") as tmp:
         path = Path(tmp) / "chain.jsonl"
@@ -225,9 +233,11 @@ def _verify(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
     bare_s, _ = _best_of(repeats, bare)
     return {
         "events": events,
-        "from_database": {"seconds": db_s, "per_s": rate(events, db_s)},
-        "stream_rows_only": {"seconds": stream_s, "per_s": rate(events, stream_s)},
-        "export": {"seconds": export_s, "bytes": size},
+        "from_database": {"seconds": chain_s, "per_s": rate(events, chain_s)},
+        "whole_verify": {"seconds": db_s, "per_s": rate(events, db_s)},
+        "row_checks": {"seconds": rows_s, "rows": runs[0][1].rows_checked},
+        "python_walk": {"seconds": python_s, "per_s": rate(events, python_s)},
+        "export": {"seconds": export_s, "bytes": size, "per_s": rate(events, export_s)},
         "from_bundle": {"seconds": bundle_s, "per_s": rate(events, bundle_s)},
         "bare_sha256": {"seconds": bare_s, "per_s": rate(events, bare_s)},
     }
@@ -259,19 +269,34 @@ def run(db: BenchDatabase, sizes: Sizes) -> Section:
         ),
         Row(f"plain INSERT rows/s, {conc} connections", plain, "rows/s"),
         Row(
-            f"verify from database ({vf['events']:,} events)",
+            f"verify from database, chain check in PostgreSQL ({vf['events']:,} events)",
             vf["from_database"]["per_s"],
             "events/s",
             vf["bare_sha256"]["per_s"],
             "bare SHA-256 walk",
         ),
         Row(
-            "  of which: streaming the rows (no hashing)",
-            vf["stream_rows_only"]["per_s"],
+            "  previous path: rows streamed into Python and re-hashed there",
+            vf["python_walk"]["per_s"],
             "events/s",
+            vf["bare_sha256"]["per_s"],
+            "bare SHA-256 walk",
         ),
         Row(
-            f"verify from export file ({vf['export']['bytes'] / 1e6:.1f} MB)",
+            f"  row and state checks, timed separately ({vf['row_checks']['rows']:,} rows)",
+            vf["row_checks"]["seconds"] * 1000,
+            "ms",
+        ),
+        Row("  whole isokron verify (chain + row checks)", vf["whole_verify"]["per_s"], "events/s"),
+        Row(
+            f"export to file ({vf['export']['bytes'] / 1e6:.1f} MB)",
+            vf["export"]["per_s"],
+            "events/s",
+            vf["bare_sha256"]["per_s"],
+            "bare SHA-256 walk",
+        ),
+        Row(
+            "verify from export file (pure-Python verifier)",
             vf["from_bundle"]["per_s"],
             "events/s",
             vf["bare_sha256"]["per_s"],
@@ -289,13 +314,18 @@ def run(db: BenchDatabase, sizes: Sizes) -> Section:
                 value >= 0.5 * plain,
             )
         )
-    v = vf["from_database"]["per_s"]
-    section.targets.append(
-        Target(
-            "verify from the database >= 500,000 events/s",
-            f"{fmt(v)} events/s",
-            ">= 500,000",
-            v >= 500_000,
+    for label, key, floor in (
+        ("verify from the database (chain check)", "from_database", 500_000),
+        ("verify --bundle (pure Python)", "from_bundle", 250_000),
+        ("export", "export", 250_000),
+    ):
+        v = vf[key]["per_s"]
+        section.targets.append(
+            Target(
+                f"{label} >= {floor:,} events/s",
+                f"{fmt(v)} events/s ({v / vf['bare_sha256']['per_s']:.3f} x bare SHA-256 walk)",
+                f">= {floor:,}",
+                v >= floor,
+            )
         )
-    )
     return section

@@ -41,8 +41,15 @@ CLIENT_TIMEOUT_SECONDS = 60.0
 START_TIMEOUT_SECONDS = 60.0
 
 DENIED = "gateway.write.denied"
-BURST_POLICY = "policy.kora_rate_limit_burst"
-LIFTED_BURST = 1_000_000
+#: Quota policies a test tenant starts with lifted (see make_tenant).
+LIFTED = (
+    "policy.kora_rate_limit_burst",
+    "policy.kora_max_nodes_per_minute",
+    "policy.kora_max_links_per_minute",
+    "policy.kora_max_proposals_per_24h",
+    "policy.kora_max_open_escalations",
+)
+LIFTED_QUOTA = 1_000_000
 TOKEN_OF_NOBODY = "wsk_" + "Q" * 40  # well-formed, never issued
 
 
@@ -250,14 +257,14 @@ async def make_tenant(admin_pool: asyncpg.Pool, prefix: str) -> Tenant:
         operator = created.operator_actor_id
         kora = await writes.issue_token(conn, ws_id, operator, created.actors["kora"])
         op = await writes.issue_token(conn, ws_id, operator, operator)
-        # Tests call faster than an agent may write: lift the per-second burst (the tests of
-        # the burst set it on purpose).
+        # Tests call faster than an agent may write: lift the per-second burst and the
+        # per-type quotas (the tests of those policies set them on purpose).
         await writes.govern(
             conn,
             "set_policies",
             ws_id,
             operator,
-            {"policies": [{"policy_key": BURST_POLICY, "policy_value": LIFTED_BURST}]},
+            {"policies": [{"policy_key": k, "policy_value": LIFTED_QUOTA} for k in LIFTED]},
         )
     return Tenant(ws_id, operator, created.actors, kora.token, op.token)
 

@@ -39,8 +39,10 @@ __all__ = [
     "Checkpoint",
     "CheckpointResult",
     "Finding",
+    "SuspectEvent",
     "VerifyReport",
     "add_findings",
+    "report_from_suspects",
     "verify_against_checkpoint",
     "verify_records",
 ]
@@ -596,3 +598,103 @@ def verify_against_checkpoint(report: VerifyReport, checkpoint: Checkpoint) -> F
         f"the checkpoint at seq {checkpoint.seq} was not checked during verification — "
         "pass it to verify_records(checkpoints=...) to confirm it",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SuspectEvent:
+    """An event that a set-based check (e.g. inside PostgreSQL) singled out, with its context.
+
+    ``prev_seq``/``prev_hash`` are the seq and stored ``this_event_hash`` of the event just
+    before it in seq order (None for the first event); ``hash_ok`` says whether the stored
+    ``this_event_hash`` equals the hash recomputed from the stored columns.
+    """
+
+    record: ChainRecord
+    prev_seq: int | None
+    prev_hash: bytes | None
+    hash_ok: bool
+
+
+def _suspect_link(s: SuspectEvent, out: _Findings) -> None:
+    """The ordering and link findings ``verify_records`` gives for one event, from its context."""
+    record, seq = s.record, s.record.seq
+    if s.prev_seq is None:
+        if seq != 1:
+            out.add(
+                "genesis",
+                record,
+                f"the chain starts at {_where(record)}, not at seq 1 — "
+                "the earliest events are missing or the chain was cut",
+            )
+        elif record.prev_event_hash != GENESIS_HASH:
+            out.add(
+                "genesis",
+                record,
+                f"{_where(record)}: prev_event_hash is {_short(record.prev_event_hash)} "
+                "instead of 32 zero bytes — the first event must link to the genesis hash",
+            )
+    elif seq == s.prev_seq + 1:
+        if record.prev_event_hash != s.prev_hash:
+            out.add(
+                "broken_link",
+                record,
+                f"{_where(record)}: prev_event_hash does not equal the this_event_hash of "
+                f"seq {s.prev_seq} — an event before it was edited, removed or inserted",
+            )
+    elif seq > s.prev_seq:
+        lo, hi = s.prev_seq + 1, seq - 1
+        missing = f"seq {lo} is" if lo == hi else f"seqs {lo} to {hi} are"
+        out.add(
+            "seq_gap",
+            record,
+            f"{_where(record)} follows seq {s.prev_seq} — {missing} missing "
+            "(deleted, or left out of the export)",
+        )
+    else:
+        out.add(
+            "fork",
+            record,
+            f"{_where(record)}: seq {seq} appears more than once — two events claim "
+            "the same place in the chain (a fork, or a duplicated event)",
+        )
+
+
+def report_from_suspects(
+    suspects: Iterable[SuspectEvent],
+    *,
+    tenant_id: UUID,
+    events_checked: int,
+    head: tuple[int, bytes] | None,
+    checkpoints: Sequence[Checkpoint] = (),
+) -> VerifyReport:
+    """Build the report ``verify_records`` would give, from the events a set-based check found.
+
+    ``suspects`` must hold, in seq order, every event whose link, order or hash is wrong, the
+    first event, and every event at a checkpoint's seq; any other event is known good.
+    ``head`` is the (seq, this_event_hash) of the last event (None for an empty chain).
+    Payload digests are not checked here (the caller reports them).
+    """
+    out = _Findings()
+    cp_tracker = _CheckpointTracker(checkpoints) if checkpoints else None
+    for s in suspects:
+        _suspect_link(s, out)
+        if not s.hash_ok:
+            _slow_hash_check(s.record, out)
+        if cp_tracker is not None:
+            cp_tracker.see(s.record, out)
+    head_seq = head[0] if head else None
+    cp_results = cp_tracker.finish(head_seq, out) if cp_tracker is not None else ()
+    problems = tuple(out.items)
+    report = VerifyReport(
+        ok=out.count == 0,
+        events_checked=events_checked,
+        head_seq=head_seq,
+        head_hash=head[1] if head else None,
+        first_problem=problems[0] if problems else None,
+        problems=problems,
+        tenant_id=tenant_id,
+        problem_count=out.count,
+        checkpoints=cp_results,
+    )
+    _log_report(report)
+    return report

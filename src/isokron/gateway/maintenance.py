@@ -35,10 +35,14 @@ async def run_once(pool: asyncpg.Pool) -> dict[str, int]:
 
 
 async def run_periodically(pool: asyncpg.Pool, interval: float) -> None:
-    """Run :func:`run_once` every ``interval`` seconds until cancelled."""
+    """Run :func:`run_once` every ``interval`` seconds until cancelled.
+
+    The first pass waits one interval too: a gateway that is starting serves its first calls
+    before it spends a connection and database time on maintenance.
+    """
     while True:
+        await asyncio.sleep(interval)
         try:
             await run_once(pool)
         except IsoKronError as exc:
             log.warning("[isokron.gateway.maintenance_failed] %s; retrying in %gs", exc, interval)
-        await asyncio.sleep(interval)

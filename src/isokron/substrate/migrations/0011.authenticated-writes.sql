@@ -255,7 +255,10 @@ BEGIN
 END
 $fn$;
 
-DO $record_sql$
+-- (Re)build every state table's record_sql from the catalog. A later migration that adds a state
+-- table or a column updates isokron.state_tables (and STATE_TABLES in Python), then calls this.
+CREATE OR REPLACE FUNCTION isokron.build_state_record_sql() RETURNS VOID
+LANGUAGE plpgsql AS $fn$
 DECLARE
     t RECORD;
     v_cols TEXT;
@@ -295,7 +298,8 @@ BEGIN
             WHERE table_name = t.table_name;
     END LOOP;
 END
-$record_sql$;
+$fn$;
+DO $record_sql$ BEGIN PERFORM isokron.build_state_record_sql(); END $record_sql$;
 
 -- Records of one table's rows in a workspace: {key: record}; a key asked for whose row does not
 -- exist maps to null (the row was removed). p_keys NULL: every row of the workspace.
