@@ -259,7 +259,7 @@ PLANTED: dict[str, tuple[str, str]] = {
     ),
     "foreign_keys_across_shards": (
         "ALTER TABLE kronicle.iso_links ADD CONSTRAINT planted FOREIGN KEY (created_by) "
-        "REFERENCES kronicle.iso_nodes (node_id)",
+        "REFERENCES kronicle.iso_nodes (node_id) NOT VALID",
         "kronicle.iso_links planted -> kronicle.iso_nodes",
     ),
     "sql_functions_reading_distributed_tables": (
