@@ -120,19 +120,21 @@ def verify(
     Exits 1 and names the first problem (a broken link, a gap in seq, a fork, an edited
     payload, a row no event approved, a tree node or checkpoint root that differs).
     """
-    cp = _load_checkpoint(against, key, list(witness or []), quorum)
-    _verify(workspace_id, bundle, cp, dsn, data_dir, json_out)
+    _verify(
+        workspace_id, bundle, (against, key, list(witness or []), quorum), dsn, data_dir, json_out
+    )
 
 
 @boundary
 def _verify(
     workspace_id: str | None,
     bundle: Path | None,
-    against: LogCheckpoint | None,
+    against_args: tuple[Path | None, str | None, list[str], int | None],
     dsn: str | None,
     data_dir: Path | None,
     json_out: bool,
 ) -> None:
+    against = _load_checkpoint(*against_args)
     checkpoints = [] if against is None else [against]
     if (workspace_id is None) == (bundle is None):
         raise ConfigError("give either a WORKSPACE to verify in the database or --bundle FILE")
