@@ -34,7 +34,23 @@ def validate_dsn(dsn: str) -> str:
         _ = parts.port
     except ValueError as exc:
         raise ConfigError(f"the DSN's port is not a number: {exc}") from None
+    host = parts.hostname or ""
+    if any(ch.isspace() for ch in host):
+        # Never quote the DSN itself here: it may carry a password.
+        raise ConfigError("the DSN's host contains a space; write it as %20 or fix the host name")
     return dsn.strip()
+
+
+def check_admin_dsn(dsn: str) -> str:
+    """Refuse a reader or gateway DSN where the admin (owner) DSN is needed."""
+    user = urlsplit(validate_dsn(dsn)).username or ""
+    if user in (READER_ROLE, GATEWAY_ROLE):
+        role = "reader" if user == READER_ROLE else "gateway"
+        raise ConfigError(
+            f"--dsn names the {role} role ({user}), which cannot run operator commands; "
+            "give the admin (owner) DSN"
+        )
+    return dsn
 
 
 def with_user(dsn: str, user: str, password: str | None = None) -> str:
