@@ -20,7 +20,7 @@ import asyncpg
 from isokron.errors import NotFoundError
 from isokron.gateway.auth import Principal
 from isokron.gateway.governance import Governance
-from isokron.substrate import reads, writes
+from isokron.substrate import reads, transparency, writes
 from isokron.substrate.defaults import TOOL_CAPABILITIES
 
 #: Arguments every tool takes that are not part of what it writes or reads.
@@ -275,6 +275,40 @@ async def read_scratchpad(
     return {"scope": scope, "count": len(entries), "entries": [asdict(e) for e in entries]}
 
 
+async def prove_event_inclusion(
+    pool: asyncpg.Pool, principal: Principal, args: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Inclusion proof of one event against the latest checkpoint the log signed."""
+    async with pool.acquire() as conn:
+        checkpoint = await transparency.latest_checkpoint(conn, principal.workspace_id)
+        return await transparency.prove_inclusion(
+            conn, principal.workspace_id, int(args["seq"]), checkpoint
+        )
+
+
+async def prove_log_consistency(
+    pool: asyncpg.Pool, principal: Principal, args: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Consistency proof between two checkpoints the log signed (default: to the latest)."""
+    workspace_id = principal.workspace_id
+    async with pool.acquire() as conn:
+        first = await transparency.stored_checkpoint(conn, workspace_id, int(args["first"]))
+        if args.get("second") is None:
+            second: transparency.StoredCheckpoint | None = await transparency.latest_checkpoint(
+                conn, workspace_id
+            )
+        else:
+            second = await transparency.stored_checkpoint(conn, workspace_id, int(args["second"]))
+        for size, found in ((args["first"], first), (args.get("second"), second)):
+            if found is None:
+                raise NotFoundError(
+                    f"the log signed no checkpoint at tree size {size}; proofs go between "
+                    "signed checkpoints"
+                )
+        assert first is not None and second is not None
+        return await transparency.prove_consistency(conn, workspace_id, first, second)
+
+
 # ---------------------------------------------------------------------------- registry
 
 SPECS: dict[str, ToolSpec] = {
@@ -296,5 +330,7 @@ SPECS: dict[str, ToolSpec] = {
         ToolSpec("iso_link_create", prepare_link_create),
         ToolSpec("kora__decide_proposal", prepare_decide_proposal),
         ToolSpec("kora__decide_escalation", prepare_decide_escalation),
+        ToolSpec("kora__prove_event_inclusion", prepare_read, prove_event_inclusion),
+        ToolSpec("kora__prove_log_consistency", prepare_read, prove_log_consistency),
     )
 }

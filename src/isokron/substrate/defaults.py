@@ -654,6 +654,8 @@ TOOL_CAPABILITIES: dict[str, str] = {
     "kora__decide_escalation": "cap_decide_escalation",
     "kora__raise_escalation": "cap_raise_escalation",
     "kora__read_proposals": "cap_read_proposals",
+    "kora__prove_event_inclusion": "cap_verify_chain",
+    "kora__prove_log_consistency": "cap_verify_chain",
 }
 
 

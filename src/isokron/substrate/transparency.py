@@ -59,20 +59,22 @@ SELECT n.level, n.idx, n.hash FROM hivex_foundation.merkle_node n
 JOIN unnest($2::smallint[], $3::bigint[]) AS k(l, i) ON n.level = k.l AND n.idx = k.i
 WHERE n.workspace_id = $1
 """
-SELECT_LOG_KEY_SQL = "SELECT origin, verifier_key FROM isokron.log_keys WHERE workspace_id = $1"
+SELECT_LOG_KEY_SQL = """
+SELECT origin, verifier_key FROM hivex_foundation.log_keys WHERE workspace_id = $1
+"""
 INSERT_LOG_KEY_SQL = """
-INSERT INTO isokron.log_keys (workspace_id, origin, verifier_key) VALUES ($1, $2, $3)
+INSERT INTO hivex_foundation.log_keys (workspace_id, origin, verifier_key) VALUES ($1, $2, $3)
 """
 SELECT_CHECKPOINT_SQL = """
-SELECT tree_size, root_hash, note FROM isokron.log_checkpoints
+SELECT tree_size, root_hash, note FROM hivex_foundation.log_checkpoints
 WHERE workspace_id = $1 AND tree_size = $2
 """
 SELECT_LATEST_CHECKPOINT_SQL = """
-SELECT tree_size, root_hash, note FROM isokron.log_checkpoints
+SELECT tree_size, root_hash, note FROM hivex_foundation.log_checkpoints
 WHERE workspace_id = $1 ORDER BY tree_size DESC LIMIT 1
 """
 INSERT_CHECKPOINT_SQL = """
-INSERT INTO isokron.log_checkpoints (workspace_id, tree_size, root_hash, note)
+INSERT INTO hivex_foundation.log_checkpoints (workspace_id, tree_size, root_hash, note)
 VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, tree_size) DO NOTHING
 """
 

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS hivex_foundation.merkle_tree (
 
 -- The log's public key (a C2SP signed-note verifier key); the private key never enters the
 -- database, it stays in a file only the operator can read.
-CREATE TABLE IF NOT EXISTS isokron.log_keys (
+CREATE TABLE IF NOT EXISTS hivex_foundation.log_keys (
     workspace_id  TEXT PRIMARY KEY,
     origin        TEXT NOT NULL,
     verifier_key  TEXT NOT NULL,
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS isokron.log_keys (
 );
 
 -- Checkpoints the log has signed (C2SP tlog-checkpoint signed notes), one per tree size.
-CREATE TABLE IF NOT EXISTS isokron.log_checkpoints (
+CREATE TABLE IF NOT EXISTS hivex_foundation.log_checkpoints (
     workspace_id  TEXT NOT NULL,
     tree_size     BIGINT NOT NULL CHECK (tree_size >= 0),
     root_hash     BYTEA NOT NULL CHECK (octet_length(root_hash) = 32),
@@ -50,8 +50,8 @@ BEGIN
         SELECT * FROM (VALUES
             ('hivex_foundation', 'merkle_node'),
             ('hivex_foundation', 'merkle_tree'),
-            ('isokron', 'log_keys'),
-            ('isokron', 'log_checkpoints')
+            ('hivex_foundation', 'log_keys'),
+            ('hivex_foundation', 'log_checkpoints')
         ) AS v(schema_name, table_name)
     LOOP
         EXECUTE 'ALTER TABLE ' || quote_ident(t.schema_name) || '.' || quote_ident(t.table_name)
