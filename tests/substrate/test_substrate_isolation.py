@@ -11,7 +11,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from isokron.substrate import connection, writes
+from isokron.chain.note import Signer
+from isokron.substrate import connection, transparency, writes
 from isokron.substrate.dsn import SubstrateDSNs
 
 KEY_COLUMNS = ("workspace_id", "clerk_org_id", "tenant_id")
@@ -105,6 +106,10 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
     await gateway.fetchval(
         "SELECT isokron_api.consume_rate_limit($1, $2::uuid, 60)", ws_id, str(kora)
     )
+    async with admin.acquire() as conn:  # the transparency log: tree, key, signed checkpoint
+        signer = Signer.generate(await transparency.origin_of(conn, ws_id))
+        await transparency.register_key(conn, ws_id, signer.verifier())
+        await transparency.sign_tree(conn, ws_id, signer)
     return ws
 
 

@@ -15,7 +15,8 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from isokron.substrate import audit, connection, reads, writes
+from isokron.chain.note import Signer
+from isokron.substrate import audit, connection, reads, transparency, writes
 from isokron.substrate.migrate import MigrationResult, migrations_dir, upgrade
 
 ALL_MIGRATIONS = tuple(sorted(p.name.removesuffix(".sql") for p in migrations_dir().glob("*.sql")))
@@ -38,6 +39,10 @@ EXPECTED_TABLES = {
     "isokron.service_tokens",
     "isokron.idempotency_keys",
     "isokron.rate_limit_windows",
+    "hivex_foundation.merkle_node",
+    "hivex_foundation.merkle_tree",
+    "hivex_foundation.log_keys",
+    "hivex_foundation.log_checkpoints",
 }
 SELECT_TABLES_SQL = """
 SELECT n.nspname || '.' || c.relname
@@ -71,8 +76,11 @@ def test_the_packaged_migrations_are_numbered_and_named() -> None:
         "0005.write-operations",
         "0006.privileges",
     )
+    # 0001-0009 are the first release; later work numbers its migrations in ranges of ten
+    # (0010-0019, 0020-0029, ...), so gaps between ranges are expected, repeats are not.
     numbers = [int(mid.split(".", 1)[0]) for mid in ALL_MIGRATIONS]
-    assert numbers == list(range(1, len(ALL_MIGRATIONS) + 1))
+    assert numbers[:9] == list(range(1, 10))
+    assert numbers == sorted(set(numbers))
     assert all(re.fullmatch(r"\d{4}\.[a-z0-9-]+", mid) for mid in ALL_MIGRATIONS)
 
 
@@ -137,6 +145,9 @@ async def _populate(dsn: str, workspace_id: str) -> None:
         await agent("append_event", {"event_type": "kora.note.kept"})
         await writes.issue_token(conn, workspace_id, ws.operator_actor_id, kora)
         await conn.execute("SELECT isokron_api.consume_rate_limit($1, $2, 60)", workspace_id, kora)
+        signer = Signer.generate(await transparency.origin_of(conn, workspace_id))
+        await transparency.register_key(conn, workspace_id, signer.verifier())
+        await transparency.sign_tree(conn, workspace_id, signer)
     finally:
         await conn.close()
 
