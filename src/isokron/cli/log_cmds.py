@@ -3,6 +3,7 @@ witness (docs/chain.md, "Transparency log")."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -266,8 +267,6 @@ def witness_init(
 
 
 def _seen_path(directory: Path, origin: str) -> Path:
-    import hashlib
-
     return directory / "seen" / (hashlib.sha256(origin.encode()).hexdigest()[:32] + ".checkpoint")
 
 

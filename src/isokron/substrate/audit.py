@@ -111,7 +111,7 @@ class WorkspaceAudit:
         }
 
 
-def connect(dsn: str) -> psycopg.Connection:
+def _connect(dsn: str) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, connect_timeout=10)
     except psycopg.OperationalError as exc:
@@ -120,7 +120,7 @@ def connect(dsn: str) -> psycopg.Connection:
         ) from exc
 
 
-def tenant_of(conn: psycopg.Connection, workspace_id: str) -> UUID:
+def _tenant_of(conn: psycopg.Connection, workspace_id: str) -> UUID:
     conn.execute(SET_SCOPE_SQL, (workspace_id,))
     row = conn.execute(SELECT_TENANT_SQL, (workspace_id,)).fetchone()
     if row is None:
@@ -185,8 +185,8 @@ def verify_workspace(
     progress: Callable[[int], None] | None = None,
 ) -> WorkspaceAudit:
     """Verify a workspace's chain and the hashes of what it vouches for."""
-    with connect(dsn) as conn, conn.transaction():
-        tenant = tenant_of(conn, workspace_id)
+    with _connect(dsn) as conn, conn.transaction():
+        tenant = _tenant_of(conn, workspace_id)
         bad_payloads: list[Finding] = []
         report = verify_records(
             iter_chain(
@@ -304,17 +304,12 @@ def _orphan_findings(conn: psycopg.Connection, workspace_id: str, tenant: UUID) 
     return out
 
 
-# Kept under their old private names for callers of the previous release.
-_connect = connect
-_tenant_of = tenant_of
-
-
 def export_workspace(
     dsn: str, workspace_id: str, target: Any, *, progress: Callable[[int], None] | None = None
 ) -> BundleHeader:
     """Write the workspace's chain to an export bundle (see docs/chain.md)."""
-    with connect(dsn) as conn, conn.transaction():
-        tenant = tenant_of(conn, workspace_id)
+    with _connect(dsn) as conn, conn.transaction():
+        tenant = _tenant_of(conn, workspace_id)
         return write_bundle(
             target,
             workspace_id=workspace_id,
@@ -325,8 +320,8 @@ def export_workspace(
 
 def make_checkpoint(dsn: str, workspace_id: str) -> Checkpoint:
     """The current head of the workspace's chain, to be kept outside the database."""
-    with connect(dsn) as conn, conn.transaction():
-        tenant = tenant_of(conn, workspace_id)
+    with _connect(dsn) as conn, conn.transaction():
+        tenant = _tenant_of(conn, workspace_id)
         row = conn.execute(SELECT_CHAIN_HEAD_SQL, (tenant,)).fetchone()
     if row is None or row[0] == 0:
         raise SubstrateError(f"workspace {workspace_id!r} has no events yet; nothing to checkpoint")

@@ -18,7 +18,9 @@ import psycopg
 
 from isokron.chain import Finding, merkle
 from isokron.chain.tlog import LogCheckpoint
+from isokron.errors import NotFoundError, SubstrateUnavailableError
 from isokron.substrate import audit
+from isokron.substrate.dsn import redact_dsn
 
 FETCH_BATCH = 20_000
 SELECT_LEAVES_SQL = """
@@ -39,9 +41,18 @@ def verify_workspace_tree(
     dsn: str, workspace_id: str, checkpoints: Sequence[LogCheckpoint] = ()
 ) -> list[Finding]:
     """Connect with the admin DSN and run :func:`verify_tree` for one workspace."""
-    with audit.connect(dsn) as conn, conn.transaction():
-        tenant = audit.tenant_of(conn, workspace_id)
-        return verify_tree(conn, workspace_id, tenant, checkpoints)
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise SubstrateUnavailableError(
+            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
+        ) from exc
+    with conn, conn.transaction():
+        conn.execute(audit.SET_SCOPE_SQL, (workspace_id,))
+        row = conn.execute(audit.SELECT_TENANT_SQL, (workspace_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"unknown workspace {workspace_id!r}")
+        return verify_tree(conn, workspace_id, UUID(str(row[0])), checkpoints)
 
 
 def _stored_nodes(conn: psycopg.Connection, workspace_id: str) -> Iterator[tuple[int, int, bytes]]:
