@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -41,7 +41,7 @@ DEFAULT_SCRATCHPAD_LIMIT = 100
 DEFAULT_RECENT_EVENT_LIMIT = 50
 PAYLOAD_EXCERPT_CHARS = 300
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 @asynccontextmanager

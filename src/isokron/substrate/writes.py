@@ -13,7 +13,7 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -68,7 +68,7 @@ TOKEN_SECRET_LENGTH = 40
 TOKEN_PUBLIC_CHARS = 12  # "wsk_" + 8: enough to name a token in a list, useless to an attacker
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def write(
