@@ -43,6 +43,7 @@ def test_checkpoint_prove_and_verify_proof_offline(
     cli: Cli,
     cli_workspace: CliWorkspace,
     agent_write: Callable[..., Any],
+    sql: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
     ws = cli_workspace.workspace_id
@@ -57,6 +58,19 @@ def test_checkpoint_prove_and_verify_proof_offline(
     assert all(h == h.lower() and len(h) == 64 for h in inclusion["audit_path"])
     proof = tmp_path / "inclusion.json"
     proof.write_text(json.dumps(inclusion))
+    # Bound to a known event: its this_event_hash (e.g. from an export) must be the leaf.
+    event_hash = sql(
+        "SELECT encode(this_event_hash, 'hex') FROM hivex_foundation.event_log "
+        "WHERE tenant_id = %s::uuid AND seq = 3",
+        (cli_workspace.tenant_id,),
+    )
+    proof.write_text(json.dumps(inclusion))
+    bound = cli.ok("verify-proof", str(proof), "--key", vkey, "--event-hash", event_hash, dsn=False)
+    assert "its leaf is the event" in bound.stdout
+    assert_clean_error(
+        cli("verify-proof", str(proof), "--key", vkey, "--event-hash", "00" * 32, dsn=False),
+        "not for that event",
+    )
     # Offline: no --dsn, nothing but the file and the key.
     assert (
         "inclusion verified" in cli.ok("verify-proof", str(proof), "--key", vkey, dsn=False).stdout

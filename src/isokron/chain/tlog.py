@@ -42,6 +42,7 @@ __all__ = [
     "cosign",
     "inclusion_document",
     "check_witness_step",
+    "consistency_document",
     "open_checkpoint",
     "sign_checkpoint",
     "verified_cosigners",
@@ -218,6 +219,28 @@ def inclusion_document(
     }
 
 
+def consistency_document(
+    *,
+    first: int,
+    second: int,
+    first_root: bytes,
+    second_root: bytes,
+    path: Sequence[bytes],
+    first_checkpoint: str,
+    second_checkpoint: str,
+) -> dict[str, Any]:
+    """The JSON shape of a consistency proof, with both signed checkpoints."""
+    return {
+        "first": first,
+        "second": second,
+        "first_root": first_root.hex(),
+        "second_root": second_root.hex(),
+        "consistency_path": [p.hex() for p in path],
+        "first_checkpoint": first_checkpoint,
+        "second_checkpoint": second_checkpoint,
+    }
+
+
 def verify_proof_document(doc: Any, log_key: Verifier) -> str:
     """Check an inclusion or consistency proof file offline; return a one-line verdict."""
     if not isinstance(doc, Mapping):
@@ -261,8 +284,3 @@ def _str(doc: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ChainError(f"the proof has no signed {key!r} (signed note text)")
     return value
-
-
-def parse_checkpoint_file(text: str | bytes) -> Note:
-    """A checkpoint file as a parsed note (no signature checked yet)."""
-    return parse_note(text)

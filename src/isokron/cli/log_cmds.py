@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 
+from isokron.chain.merkle import leaf_hash
 from isokron.chain.note import ALG_COSIGNATURE_V1, Signer, Verifier, parse_note
 from isokron.chain.tlog import (
     LogCheckpoint,
@@ -61,6 +63,8 @@ async def _with_conn(dsn: str, fn: Any) -> Any:
     conn = await connection.connect(dsn)
     try:
         return await fn(conn)
+    except asyncpg.PostgresError as exc:  # translated at this boundary (hostile input too)
+        raise connection.translate_pg_error(exc) from exc
     finally:
         await conn.close()
 
@@ -239,9 +243,26 @@ def verify_proof(
         ),
     ],
     key: Annotated[str, typer.Option("--key", help="The log's verifier key (log key show).")],
+    event_hash: Annotated[
+        str | None,
+        typer.Option(
+            "--event-hash",
+            help="The event's this_event_hash (hex): the inclusion proof must be for it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Check an inclusion or consistency proof offline, with nothing but the file and the key."""
-    verdict = verify_proof_document(_read_json(file, "proof file"), Verifier.parse(key))
+    doc = _read_json(file, "proof file")
+    verdict = verify_proof_document(doc, Verifier.parse(key))
+    if event_hash is not None:
+        try:
+            expected = leaf_hash(bytes.fromhex(event_hash)).hex()
+        except ValueError:
+            raise ConfigError("--event-hash takes 64 hex digits") from None
+        if not isinstance(doc, dict) or doc.get("leaf_hash") != expected:
+            raise ChainError("the proof is not for that event: its leaf hash differs")
+        verdict += f", and its leaf is the event {event_hash[:16]}…"
     out.print(verdict, markup=False)
 
 

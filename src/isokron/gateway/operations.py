@@ -21,6 +21,7 @@ from isokron.errors import NotFoundError
 from isokron.gateway.auth import Principal
 from isokron.gateway.governance import Governance
 from isokron.substrate import reads, transparency, writes
+from isokron.substrate.connection import translate_pg_error
 from isokron.substrate.defaults import TOOL_CAPABILITIES
 
 #: Arguments every tool takes that are not part of what it writes or reads.
@@ -279,11 +280,15 @@ async def prove_event_inclusion(
     pool: asyncpg.Pool, principal: Principal, args: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Inclusion proof of one event against the latest checkpoint the log signed."""
-    async with pool.acquire() as conn:
-        checkpoint = await transparency.latest_checkpoint(conn, principal.workspace_id)
-        return await transparency.prove_inclusion(
-            conn, principal.workspace_id, int(args["seq"]), checkpoint
-        )
+    workspace_id = principal.workspace_id
+    try:
+        async with pool.acquire() as conn:
+            checkpoint = await transparency.latest_checkpoint(conn, workspace_id)
+            return await transparency.prove_inclusion(
+                conn, workspace_id, int(args["seq"]), checkpoint
+            )
+    except asyncpg.PostgresError as exc:
+        raise translate_pg_error(exc) from exc
 
 
 async def prove_log_consistency(
@@ -291,22 +296,25 @@ async def prove_log_consistency(
 ) -> dict[str, Any]:
     """Consistency proof between two checkpoints the log signed (default: to the latest)."""
     workspace_id = principal.workspace_id
-    async with pool.acquire() as conn:
-        first = await transparency.stored_checkpoint(conn, workspace_id, int(args["first"]))
-        if args.get("second") is None:
-            second: transparency.StoredCheckpoint | None = await transparency.latest_checkpoint(
-                conn, workspace_id
-            )
-        else:
-            second = await transparency.stored_checkpoint(conn, workspace_id, int(args["second"]))
-        for size, found in ((args["first"], first), (args.get("second"), second)):
-            if found is None:
+    try:
+        async with pool.acquire() as conn:
+            first = await transparency.stored_checkpoint(conn, workspace_id, int(args["first"]))
+            second: transparency.StoredCheckpoint | None
+            if args.get("second") is None:
+                second = await transparency.latest_checkpoint(conn, workspace_id)
+            else:
+                second = await transparency.stored_checkpoint(
+                    conn, workspace_id, int(args["second"])
+                )
+            if first is None or second is None:
+                missing = args["first"] if first is None else args.get("second")
                 raise NotFoundError(
-                    f"the log signed no checkpoint at tree size {size}; proofs go between "
+                    f"the log signed no checkpoint at tree size {missing}; proofs go between "
                     "signed checkpoints"
                 )
-        assert first is not None and second is not None
-        return await transparency.prove_consistency(conn, workspace_id, first, second)
+            return await transparency.prove_consistency(conn, workspace_id, first, second)
+    except asyncpg.PostgresError as exc:
+        raise translate_pg_error(exc) from exc
 
 
 # ---------------------------------------------------------------------------- registry

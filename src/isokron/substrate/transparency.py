@@ -20,7 +20,7 @@ from uuid import UUID
 
 import asyncpg
 
-from isokron.chain import merkle
+from isokron.chain import merkle, tlog
 from isokron.chain.note import Signer, Verifier
 from isokron.chain.tlog import LogCheckpoint, open_checkpoint, sign_checkpoint
 from isokron.errors import ChainError, ConflictError, NotFoundError
@@ -312,13 +312,9 @@ async def prove_inclusion(
             workspace_id,
             lambda node: (node(0, index), merkle.inclusion_path(index, size, node)),
         )
-    return {
-        "tree_size": size,
-        "leaf_index": index,
-        "leaf_hash": leaf.hex(),
-        "audit_path": [p.hex() for p in path],
-        "checkpoint": checkpoint.note,
-    }
+    return tlog.inclusion_document(
+        tree_size=size, leaf_index=index, leaf=leaf, path=path, checkpoint=checkpoint.note
+    )
 
 
 async def prove_consistency(
@@ -338,15 +334,15 @@ async def prove_consistency(
             workspace_id,
             lambda node: merkle.consistency_path(first.tree_size, second.tree_size, node),
         )
-    return {
-        "first": first.tree_size,
-        "second": second.tree_size,
-        "first_root": first.root_hash.hex(),
-        "second_root": second.root_hash.hex(),
-        "consistency_path": [p.hex() for p in path],
-        "first_checkpoint": first.note,
-        "second_checkpoint": second.note,
-    }
+    return tlog.consistency_document(
+        first=first.tree_size,
+        second=second.tree_size,
+        first_root=first.root_hash,
+        second_root=second.root_hash,
+        path=path,
+        first_checkpoint=first.note,
+        second_checkpoint=second.note,
+    )
 
 
 def check_stored(checkpoint: StoredCheckpoint, key: Verifier) -> None:
