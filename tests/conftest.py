@@ -19,7 +19,13 @@ import psycopg
 import pytest
 
 from isokron.substrate import connection, writes
-from isokron.substrate.dsn import SubstrateDSNs, with_database
+from isokron.substrate.dsn import (
+    DatabaseRoles,
+    SubstrateDSNs,
+    database_name,
+    database_roles,
+    with_database,
+)
 from isokron.substrate.embedded import start_embedded, stop_embedded
 from isokron.substrate.migrate import upgrade
 
@@ -48,8 +54,12 @@ def _create_database(server_dsn: str, name: str) -> str:
 
 
 def _drop_database(server_dsn: str, name: str) -> None:
+    roles = database_roles(name)
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # The database's own roles (cluster-wide objects) go with it; names are derived, not input.
+        for role in (roles.reader, roles.gateway, roles.owner):
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +83,12 @@ def substrate(fresh_database: Callable[[], str]) -> SubstrateDSNs:
     admin = fresh_database()
     upgrade(admin)
     return SubstrateDSNs.derive(admin)
+
+
+@pytest.fixture(scope="session")
+def roles(substrate: SubstrateDSNs) -> DatabaseRoles:
+    """The session substrate's own owner, reader and gateway role names."""
+    return database_roles(database_name(substrate.admin))
 
 
 @pytest.fixture(scope="session")

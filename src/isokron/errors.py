@@ -82,6 +82,10 @@ class RoleCharterIntegrityError(IdentityError):
     """The active role charter's content does not match its SHA-256 (or is NULL)."""
 
 
+class GovernanceIntegrityError(IdentityError):
+    """A policy value or capability row does not match the chain event that approved it."""
+
+
 class ChainError(IsoKronError):
     """The chain or an exported chain bundle is malformed."""
 

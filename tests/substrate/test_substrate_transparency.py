@@ -1,12 +1,11 @@
-"""The transparency log in the database: catching up, upgrades of populated databases,
-concurrency, and a superuser attacking the stored tree and checkpoints."""
+"""The transparency log in the database: catching up under concurrency, and a superuser
+attacking the stored tree and checkpoints (the upgrade of a populated database is in
+test_substrate_upgrade_state.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,7 +15,7 @@ import pytest
 from isokron.chain import merkle
 from isokron.chain.note import Signer
 from isokron.errors import ChainError
-from isokron.substrate import audit, connection, migrate, transparency, writes
+from isokron.substrate import transparency, writes
 from isokron.substrate.tree_audit import verify_workspace_tree
 
 
@@ -45,38 +44,6 @@ def _chain_root(dsn: str, tenant: Any, size: int) -> bytes:
     for (h,) in rows:
         tree.append(merkle.leaf_hash(bytes(h)))
     return tree.root()
-
-
-async def test_upgrade_from_the_previous_release_catches_the_tree_up_and_verifies(
-    fresh_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    previous = tmp_path / "migrations"
-    previous.mkdir()
-    for path in migrate.migrations_dir().glob("000*.sql"):  # the first release: 0001-0009
-        shutil.copy(path, previous / path.name)
-    dsn = fresh_database()
-    with monkeypatch.context() as m:
-        m.setattr(migrate, "migrations_dir", lambda: previous)
-        migrate.upgrade(dsn)
-    conn = await connection.connect(dsn)
-    try:
-        ws = await writes.create_workspace(conn, "old-release", "populated before 0030")
-        await _events(conn, ws, 7)
-    finally:
-        await conn.close()
-
-    assert "0030.transparency-log" in migrate.upgrade(dsn).applied
-    assert audit.verify_workspace(dsn, "old-release").ok
-    assert verify_workspace_tree(dsn, "old-release") == []  # nothing stored yet: nothing wrong
-    conn = await connection.connect(dsn)
-    try:
-        signer = await _signer(conn, "old-release")
-        cp = await transparency.sign_tree(conn, "old-release", signer)
-    finally:
-        await conn.close()
-    assert cp.tree_size == ws.events + 7
-    assert cp.root_hash == _chain_root(dsn, ws.tenant_id, cp.tree_size)
-    assert verify_workspace_tree(dsn, "old-release") == []
 
 
 async def test_concurrent_catch_ups_and_appends_build_one_correct_tree(

@@ -114,11 +114,13 @@ def verify(
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Re-compute the hash chain and the Merkle tree; check charter, scratchpad and
-    constitution hashes, and a signed checkpoint (--against) with its witnesses.
+    """Re-compute the hash chain and the Merkle tree, prove every state row against the event
+    that last recorded it (and the charter, scratchpad and constitution hashes), and check a
+    signed checkpoint (--against) with its witnesses.
 
-    Exits 1 and names the first problem (a broken link, a gap in seq, a fork, an edited
-    payload, a row no event approved, a tree node or checkpoint root that differs).
+    Exits 1 and names the problems (a broken link, a gap in seq, a fork, an edited payload, an
+    unchained erasure, a row changed, deleted or inserted outside the write operations: table,
+    key and columns; a tree node or checkpoint root that differs) when anything does not verify.
     """
     _verify(
         workspace_id, bundle, (against, key, list(witness or []), quorum), dsn, data_dir, json_out
@@ -136,6 +138,7 @@ def _verify(
 ) -> None:
     against = _load_checkpoint(*against_args)
     checkpoints = [] if against is None else [against]
+    rows: int | None = None  # state rows proven (in the database; a bundle's are in its report)
     if (workspace_id is None) == (bundle is None):
         raise ConfigError("give either a WORKSPACE to verify in the database or --bundle FILE")
     if bundle is not None:
@@ -170,15 +173,18 @@ def _verify(
             "ok": ok,
             "findings": [f.to_dict() for f in (*result.findings, *extra)],
         }
+        rows = result.rows_checked
     if json_out:
         print_json(data)
     else:
-        _print_report(report, findings, ok, len(checkpoints))
+        _print_report(report, findings, ok, len(checkpoints), rows)
     if not ok:
         raise typer.Exit(1)
 
 
-def _print_report(report: VerifyReport, findings: list, ok: bool, n_checkpoints: int) -> None:
+def _print_report(
+    report: VerifyReport, findings: list, ok: bool, n_checkpoints: int, rows: int | None = None
+) -> None:
     head = (
         f"seq {report.head_seq}, head {report.head_hash.hex()[:16]}…"
         if report.head_hash
@@ -186,6 +192,8 @@ def _print_report(report: VerifyReport, findings: list, ok: bool, n_checkpoints:
     )
     if ok:
         extra = f", {n_checkpoints} checkpoint(s) confirmed" if n_checkpoints else ""
+        if rows is not None:
+            extra += f", {rows:,} state rows proven"
         out.print(f"[green]verified[/]: {report.events_checked:,} events ({head}){extra}")
         return
     err.print(

@@ -70,6 +70,9 @@ class Principal:
     actor_kind: str
     token_id: str
     token_prefix: str
+    #: Hex SHA-256 of the presented token: the credential every write carries to the database,
+    #: which resolves the actor from it again (never logged; not the secret itself).
+    token_sha256: str = ""
 
     def claims(self) -> dict[str, str]:
         """The principal as AccessToken claims (how it crosses the SDK's HTTP auth layer)."""
@@ -79,6 +82,7 @@ class Principal:
             "actor_kind": self.actor_kind,
             "token_id": self.token_id,
             "token_prefix": self.token_prefix,
+            "token_sha256": self.token_sha256,
         }
 
     @classmethod
@@ -90,6 +94,7 @@ class Principal:
             actor_kind=str(claims["actor_kind"]),
             token_id=str(claims["token_id"]),
             token_prefix=str(claims["token_prefix"]),
+            token_sha256=str(claims.get("token_sha256", "")),
         )
 
 
@@ -106,7 +111,9 @@ def loggable_prefix(token: str | None) -> str | None:
     return token_public_prefix(token) if token is not None and is_well_formed(token) else None
 
 
-def principal_from_record(record: Mapping[str, Any] | None, prefix: str) -> Principal:
+def principal_from_record(
+    record: Mapping[str, Any] | None, prefix: str, digest: bytes = b""
+) -> Principal:
     """Turn an ``authenticate_token`` result into a principal, or raise ``unauthenticated``."""
     if record is None:
         raise RefusalError("unauthenticated", UNKNOWN_TOKEN_MESSAGE.format(prefix=prefix))
@@ -120,6 +127,7 @@ def principal_from_record(record: Mapping[str, Any] | None, prefix: str) -> Prin
         actor_kind=str(record["actor_kind"]),
         token_id=str(record["token_id"]),
         token_prefix=str(record.get("token_prefix") or prefix),
+        token_sha256=digest.hex(),
     )
 
 
@@ -156,11 +164,11 @@ class Authenticator:
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            return principal_from_record(cached[0], prefix)
+            return principal_from_record(cached[0], prefix, digest)
         record = await self._lookup(digest)
         if self._ttl > 0:
             self._remember(digest, record, now + self._cache_seconds(record), now)
-        return principal_from_record(record, prefix)
+        return principal_from_record(record, prefix, digest)
 
     def _cache_seconds(self, record: Mapping[str, Any] | None) -> float:
         # Never cache an active token past its own expiry.

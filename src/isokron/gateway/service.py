@@ -203,7 +203,7 @@ class Gateway:
             submitted = await store.submit(
                 self.gateway_pool,
                 workspace_id=principal.workspace_id,
-                actor_id=principal.actor_id,
+                token_sha256=bytes.fromhex(principal.token_sha256),
                 limit=limit,
                 op=op,
                 args=args,
@@ -274,7 +274,7 @@ class Gateway:
             submitted = await store.submit(
                 self.gateway_pool,
                 workspace_id=principal.workspace_id,
-                actor_id=principal.actor_id,
+                token_sha256=bytes.fromhex(principal.token_sha256),
                 limit=limit,
                 op=store.RECORD_DENIAL,
                 args=denial,

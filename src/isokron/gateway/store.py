@@ -13,6 +13,10 @@ denial, which consumes the unit again, so every call costs exactly one unit. The
 stays locked until the statement commits, which serializes one actor's writes; the chain head
 already serializes a tenant's appends, so this adds no contention that was not there.
 
+Every call carries the presented token's SHA-256 (``token_sha256``): the database resolves the
+actor and workspace from it in the same transaction and refuses a revoked or expired token, so
+the gateway role's DSN alone cannot write as anyone.
+
 Denial events are bounded by the same budget: once an actor is over its limit, only the first
 refused call of the minute is chained (``calls = limit + 1``); later ones are logged only, so
 a runaway client cannot flood the chain with denials.
@@ -30,13 +34,13 @@ from isokron.substrate.connection import translate_pg_error
 
 SUBMIT_SQL = """
 WITH budget AS (
-    SELECT isokron_api.consume_rate_limit($1, $2::uuid, $3) AS rate
+    SELECT isokron_api.consume_rate_limit($2::bytea, $3) AS rate
 )
 SELECT rate,
        CASE WHEN (rate ->> 'allowed')::boolean
-                THEN isokron_api.write($4, $1, $2::uuid, $5::jsonb, $6)
+                THEN isokron_api.write($2::bytea, $4, $5::jsonb, $6, $1)
             WHEN (rate ->> 'calls')::int <= $3 + 1
-                THEN isokron_api.write('record_denial', $1, $2::uuid, $7::jsonb, NULL)
+                THEN isokron_api.write($2::bytea, 'record_denial', $7::jsonb, NULL, $1)
        END AS result
 FROM budget
 """
@@ -62,7 +66,7 @@ async def submit(
     pool: asyncpg.Pool,
     *,
     workspace_id: str,
-    actor_id: str,
+    token_sha256: bytes,
     limit: int,
     op: str,
     args: Mapping[str, Any],
@@ -82,7 +86,7 @@ async def submit(
         row = await pool.fetchrow(
             SUBMIT_SQL,
             workspace_id,
-            actor_id,
+            token_sha256,
             limit,
             op,
             dict(args),

@@ -285,8 +285,8 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             workspace_id=ws,
             charter=None if isinstance(charter, IdentityFailure) else charter,
             identity_error=charter.message if isinstance(charter, IdentityFailure) else None,
-            policies=values[names.POLICIES],
-            capabilities=values[names.CAPABILITIES],
+            policies=_verified_or_none(values[names.POLICIES]),
+            capabilities=_verified_or_none(values[names.CAPABILITIES]),
             recent_events=values[names.EVENTS],
             note=note,
         )
@@ -610,3 +610,9 @@ async def _close_resources(gateway: GatewayClient | None, reader: SubstrateReade
         await gateway.close()
     if reader is not None:
         await reader.close()
+
+
+def _verified_or_none(value: Any) -> Any:
+    """Policies or capabilities the chain does not vouch for are not presented (invariant 4):
+    the block shows them as unavailable; the failure was logged at ERROR when read."""
+    return None if isinstance(value, IdentityFailure) else value

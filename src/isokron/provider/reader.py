@@ -159,8 +159,12 @@ class SubstrateReader:
         other than the charter has never succeeded."""
         self.warm(workspace_id)
         values = {n: self.cache.get_stale(workspace_id, n) for n in names.ALL_READS}
-        if any(values[n] is None for n in names.ALL_READS if n != names.CHARTER):
-            return None
+        if any(
+            values[n] is None or isinstance(values[n], IdentityFailure)
+            for n in names.ALL_READS
+            if n != names.CHARTER
+        ):
+            return None  # never succeeded, or not vouched for by the chain (invariant 4)
         charter = values[names.CHARTER]
         if isinstance(charter, IdentityFailure):
             verified, identity_error = None, charter.message

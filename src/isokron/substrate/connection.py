@@ -84,13 +84,15 @@ async def workspace_transaction(
         yield conn
 
 
-# SQLSTATEs raised by the substrate's own functions (see migrations/0005).
+# SQLSTATEs raised by the substrate's own functions (see migrations/0005 and 0011).
 _IK_CODES: dict[str, str] = {
     "IKV01": "invalid_argument",
     "IKN01": "not_found",
     "IKC01": "conflict",
     "IKC02": "conflict",
     "IKD01": "capability_denied",
+    "IKU01": "unauthenticated",
+    "IKW01": "workspace_mismatch",
 }
 # PostgreSQL classes and states we rely on, mapped to refusal codes.
 _PG_CODES: dict[str, str] = {

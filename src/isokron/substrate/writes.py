@@ -1,9 +1,16 @@
 """The write operations: the one module the gateway and the operator CLI both write through.
 
 Every function here calls a substrate function that writes its rows and appends exactly one
-chain event in ONE transaction (migrations/0005). Agent operations go through
-``isokron_api.write`` (capability-checked in the database too); governance operations through
-``isokron_api.govern`` (operator actors only).
+chain event in ONE transaction (migrations/0011). Two entry points:
+
+* ``isokron_api.write(token_sha256, op, args, idempotency_key, workspace_id)`` — the gateway
+  role's: the database resolves actor, kind and workspace from the presented token's SHA-256
+  (:func:`write_with_token`).
+* ``isokron_api.write_as(op, workspace_id, actor_id, args, idempotency_key)`` — the owner's
+  (admin DSN, the operator CLI): names the acting actor (:func:`write`, :func:`govern`).
+
+Both authorize from ``isokron.operation_registry``: governance operations and decisions need an
+operator, other operations their capability granted to the actor's kind.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from isokron.errors import ConfigError
 from isokron.substrate import defaults
 from isokron.substrate.connection import translate_pg_error
 
-WRITE_SQL = "SELECT isokron_api.write($1, $2, $3::uuid, $4::jsonb, $5)"
-GOVERN_SQL = "SELECT isokron_api.govern($1, $2, $3::uuid, $4::jsonb, $5)"
+WRITE_AS_SQL = "SELECT isokron_api.write_as($1, $2, $3::uuid, $4::jsonb, $5)"
+WRITE_WITH_TOKEN_SQL = "SELECT isokron_api.write($1::bytea, $2, $3::jsonb, $4, $5)"
 CREATE_WORKSPACE_SQL = "SELECT isokron_api.create_workspace($1, $2, $3::jsonb)"
 ERASE_PAYLOAD_SQL = "SELECT isokron_api.erase_event_payload($1, $2, $3)"
 
@@ -80,12 +87,37 @@ async def write(
     *,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """Perform one agent write operation; returns the substrate's result (with ``event_id``)."""
+    """Perform one agent write operation as ``actor_id`` (owner entry point, admin DSN only).
+
+    Returns the substrate's result (with ``event_id``).
+    """
     if op not in AGENT_OPERATIONS:
         raise ConfigError(
             f"unknown write operation {op!r}; expected one of {sorted(AGENT_OPERATIONS)}"
         )
-    return await _call(db, WRITE_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
+    return await _call(db, WRITE_AS_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
+
+
+async def write_with_token(
+    db: Executor,
+    op: str,
+    token_hash: bytes,
+    args: dict[str, Any],
+    *,
+    workspace_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Perform one operation as the holder of the token whose SHA-256 is ``token_hash``.
+
+    The gateway role's entry point: the database resolves actor and workspace from the hash
+    (``unauthenticated`` if unknown, revoked, expired or its actor disabled;
+    ``workspace_mismatch`` if ``workspace_id`` is given and is not the token's).
+    """
+    if op not in AGENT_OPERATIONS and op not in GOVERNANCE_OPERATIONS:
+        raise ConfigError(f"unknown write operation {op!r}")
+    return await _call(
+        db, WRITE_WITH_TOKEN_SQL, bytes(token_hash), op, args, idempotency_key, workspace_id
+    )
 
 
 async def govern(
@@ -102,7 +134,7 @@ async def govern(
         raise ConfigError(
             f"unknown governance operation {op!r}; expected one of {sorted(GOVERNANCE_OPERATIONS)}"
         )
-    return await _call(db, GOVERN_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
+    return await _call(db, WRITE_AS_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
 
 
 async def _call(db: Executor, sql: str, *params: Any) -> dict[str, Any]:
