@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import typer
 from rich.console import Console
 
 from isokron.errors import IsoKronError, RefusalError
-from isokron.substrate.dsn import SubstrateDSNs, check_admin_dsn, redact_dsn
+from isokron.substrate.dsn import SubstrateDSNs, check_admin_dsn
 from isokron.substrate.embedded import DATA_DIR_ENV, default_data_dir, start_embedded
 
 DSN_ENV = "ISOKRON_DSN"
@@ -131,12 +132,18 @@ _SQLSTATE_HINTS = {
 def _hint(message: str, sqlstate: str | None) -> str:
     hint = _SQLSTATE_HINTS.get(sqlstate or "")
     first = message.splitlines()[0] if message.strip() else message
-    return f"{hint} ({first})" if hint else redact_dsn(message)
+    return f"{hint} ({first})" if hint else message
+
+
+# user:password@ inside any URL-shaped text: whatever a library puts in a message, a DSN's
+# password is never printed.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s@]*@", re.IGNORECASE)
 
 
 def one_line(text: str) -> str:
-    """``text`` on one line: driver messages (psycopg's hints) span several."""
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    """``text`` on one line (driver messages span several), any URL password masked."""
+    joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return _URL_PASSWORD.sub(r"\1:***@", joined)
 
 
 def print_json(data: Any) -> None:
