@@ -89,6 +89,18 @@ def test_checkpoint_prove_and_verify_proof_offline(
         in cli.ok("verify-proof", str(cproof), "--key", vkey, dsn=False).stdout
     )
 
+    # Without the private key: against what the log already signed.
+    signed = cli.json("prove", "inclusion", ws, "--seq", "2", "--signed-only")
+    assert signed["checkpoint"] == consistency["second_checkpoint"]
+    again = cli.json(
+        "prove", "consistency", ws, "--from", str(size), "--to", str(size + 3), "--signed-only"
+    )
+    assert again == consistency
+    assert_clean_error(
+        cli("prove", "consistency", ws, "--from", "1", "--to", str(size), "--signed-only"),
+        "no checkpoint at tree size 1",
+    )
+
     tried = caught = 0
     for doc, path in (
         ({**inclusion, "leaf_index": 3}, proof),

@@ -54,6 +54,14 @@ KeyFileOption = Annotated[
         show_default=False,
     ),
 ]
+SignedOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--signed-only",
+        help="Prove against checkpoints the log already signed (latest, or the given sizes): "
+        "no private key needed, nothing new is signed.",
+    ),
+]
 WitnessDirOption = Annotated[
     Path, typer.Option("--dir", help="The witness's folder: its key and the checkpoints it saw.")
 ]
@@ -175,16 +183,21 @@ def prove_inclusion(
     workspace_id: WorkspaceArg,
     seq: Annotated[int, typer.Option("--seq", help="The event's seq (leaf index = seq - 1).")],
     key_file: KeyFileOption = None,
+    signed_only: SignedOnlyOption = False,
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Prove event SEQ is in the log: audit path plus a freshly signed checkpoint."""
+    """Prove event SEQ is in the log: audit path plus a freshly signed checkpoint (or, with
+    --signed-only, the latest one the log signed)."""
     target = resolve_target(dsn, data_dir)
 
     async def go(conn: Any) -> dict[str, Any]:
-        signer = await _signer(conn, workspace_id, key_file)
-        cp = await transparency.sign_tree(conn, workspace_id, signer)
+        if signed_only:
+            cp = await transparency.latest_checkpoint(conn, workspace_id)
+        else:
+            signer = await _signer(conn, workspace_id, key_file)
+            cp = await transparency.sign_tree(conn, workspace_id, signer)
         return await transparency.prove_inclusion(conn, workspace_id, seq, cp)
 
     proof = run_async(_with_conn(target.dsns.admin, go))
@@ -204,17 +217,27 @@ def prove_consistency(
     first: Annotated[int, typer.Option("--from", help="The earlier tree size.")],
     second: Annotated[int, typer.Option("--to", help="The later tree size.")],
     key_file: KeyFileOption = None,
+    signed_only: SignedOnlyOption = False,
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Prove tree size TO extends tree size FROM, with both checkpoints signed."""
+    """Prove tree size TO extends tree size FROM, with both checkpoints signed (with
+    --signed-only: both must be checkpoints the log already signed)."""
     target = resolve_target(dsn, data_dir)
 
     async def go(conn: Any) -> dict[str, Any]:
-        signer = await _signer(conn, workspace_id, key_file)
-        one = await transparency.sign_tree(conn, workspace_id, signer, size=first)
-        two = await transparency.sign_tree(conn, workspace_id, signer, size=second)
+        if signed_only:
+            one = await transparency.stored_checkpoint(conn, workspace_id, first)
+            two = await transparency.stored_checkpoint(conn, workspace_id, second)
+            if one is None or two is None:
+                raise NotFoundError(
+                    f"the log signed no checkpoint at tree size {first if one is None else second}"
+                )
+        else:
+            signer = await _signer(conn, workspace_id, key_file)
+            one = await transparency.sign_tree(conn, workspace_id, signer, size=first)
+            two = await transparency.sign_tree(conn, workspace_id, signer, size=second)
         return await transparency.prove_consistency(conn, workspace_id, one, two)
 
     proof = run_async(_with_conn(target.dsns.admin, go))
