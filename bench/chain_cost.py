@@ -194,7 +194,9 @@ def _verify(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
         with psycopg.connect(admin) as conn, conn.transaction():
             tenant = audit._tenant_of(conn, ws.workspace_id)
             n = 0
-            for _ in audit.iter_chain(conn, tenant, with_payloads=False):
+            for _ in audit.iter_chain(
+                conn, tenant, workspace_id=ws.workspace_id, with_payloads=False
+            ):
                 n += 1
             return n
 
@@ -212,7 +214,8 @@ def _verify(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
     # The physical limit: SHA-256 over the exact hash-input bytes, already in memory.
     with psycopg.connect(admin) as conn, conn.transaction():
         tenant = audit._tenant_of(conn, ws.workspace_id)
-        inputs = [record_hash_input(r) for r in audit.iter_chain(conn, tenant, with_payloads=False)]
+        records = audit.iter_chain(conn, tenant, workspace_id=ws.workspace_id, with_payloads=False)
+        inputs = [record_hash_input(r) for r in records]
     sha256 = hashlib.sha256
 
     def bare() -> None:

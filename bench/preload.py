@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from isokron.governance.vocabulary import SCRATCHPAD_KINDS
 from isokron.substrate import writes
 
 BATCH = 500
@@ -27,7 +28,7 @@ def scratchpad_item(i: int) -> dict[str, Any]:
     """Arguments of a typical scratchpad entry (about 300 bytes of content)."""
     content = SENTENCE.format(i=i) + f" Item {i}: follow up with the operator tomorrow."
     return writes.scratchpad_args(
-        kind=writes.SCRATCHPAD_KINDS[i % len(writes.SCRATCHPAD_KINDS)],
+        kind=SCRATCHPAD_KINDS[i % len(SCRATCHPAD_KINDS)],
         summary=f"export order fix #{i}",
         content=content,
         visibility_scope="cross_agent_dereferenceable" if i % 4 == 0 else "own_only",

@@ -48,6 +48,8 @@ def sql(substrate: SubstrateDSNs) -> Iterator[Callable[..., Any]]:
     def run(statement: str, params: Sequence[Any] = (), *, replica: bool = False) -> Any:
         with conn.transaction():
             if replica:  # bypass the append-only trigger: tampering, for the tests that need it
+                # (on Citus the setting must reach the workers, where the shards' triggers fire)
+                conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
                 conn.execute("SET LOCAL session_replication_role = replica")
             cur = conn.execute(statement, params)
             row = cur.fetchone() if cur.description else None

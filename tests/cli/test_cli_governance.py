@@ -11,7 +11,7 @@ from uuid import uuid4
 import pytest
 from cli_support import TOKEN_RE, Cli, CliWorkspace, assert_clean_error
 
-from isokron.substrate import defaults
+from isokron.governance import vocabulary as defaults
 
 
 def _events(sql: Callable[..., Any], ws: CliWorkspace) -> int:

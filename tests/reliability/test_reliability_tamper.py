@@ -396,7 +396,7 @@ def _bundle_reseal(lines: list[dict[str, Any]], chain: Chain) -> None:
     prev = bytes.fromhex(lines[6]["this_event_hash"])
     for line in lines[7:]:
         if "seq" not in line:
-            continue  # a state line (the bundle also carries the workspace's rows)
+            break  # the state lines follow the events
         text = '{"i": "rewritten"}' if line["seq"] == 7 else line["payload_text"]
         record = make_record(
             prev_event_hash=prev,

@@ -21,7 +21,7 @@ SELECT a.workspace_id,
         ORDER BY o.created_at LIMIT 1) AS operator_id
 FROM public.actor_registry a WHERE a.actor_id = $1
 """
-SCOPE_ALL_SQL = "SELECT set_config('isokron.all_workspaces', 'on', true)"
+SCOPE_ALL_SQL = "SELECT isokron.set_local('isokron.all_workspaces', 'on', true)"
 #: Figures of the state tamper matrix, printed at the end of the run (tests/substrate/conftest.py).
 STATE_TAMPER_FIGURES: dict[str, int] = {}
 

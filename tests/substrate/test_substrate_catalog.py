@@ -36,7 +36,7 @@ KNOWN_KEYED = {
     "kronicle.escalations",
     "isokron.service_tokens",
     "isokron.idempotency_keys",
-    "isokron.rate_limit_windows",
+    "isokron.quota_windows",
 }
 
 SELECT_KEYED_TABLES_SQL = """

@@ -14,6 +14,7 @@ import asyncpg
 import psycopg
 import pytest
 
+from isokron.governance.seeds import default_seed
 from isokron.substrate import connection, writes
 from isokron.substrate.dsn import SubstrateDSNs, database_name, database_roles, with_database
 from isokron.substrate.migrate import upgrade
@@ -46,7 +47,7 @@ async def two(fresh_database: Callable[[], str]) -> dict[str, Any]:
         upgrade(admin)
         conn = await connection.connect(admin)
         try:
-            ws = await writes.create_workspace(conn, f"iso-{name}")
+            ws = await writes.create_workspace(conn, f"iso-{name}", seed=default_seed())
             token = await writes.issue_token(
                 conn, ws.workspace_id, ws.operator_actor_id, ws.actors["kora"]
             )
@@ -83,7 +84,7 @@ async def test_database_ones_roles_can_neither_read_nor_write_database_two(
                     try:
                         async with conn.transaction():
                             await conn.execute(
-                                "SELECT set_config('app.current_workspace_id', $1, true)",
+                                "SELECT isokron.set_local('app.current_workspace_id', $1, true)",
                                 other["ws"].workspace_id,
                             )
                             await conn.execute(sql)
@@ -94,7 +95,9 @@ async def test_database_ones_roles_can_neither_read_nor_write_database_two(
                     "SELECT isokron_api.write($1, 'append_event', '{}')",
                     (other["hash"],),
                 ),
-                ("SELECT isokron_api.consume_rate_limit($1, 60)", (other["hash"],)),
+                ("SELECT isokron_api.admit_write($1, '[]')", (other["hash"],)),
+                ("SELECT isokron_api.token_issued_at($1)", (other["hash"],)),
+                ("SELECT isokron_api.maintain($1)", (other["ws"].workspace_id,)),
                 ("SELECT isokron_api.authenticate_token($1)", (other["hash"],)),
             ):
                 tried += 1

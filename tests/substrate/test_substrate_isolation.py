@@ -12,15 +12,17 @@ import asyncpg
 import pytest
 
 from isokron.chain.note import Signer
+from isokron.governance.seeds import default_seed
 from isokron.substrate import connection, transparency, writes
 from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 
 KEY_COLUMNS = ("workspace_id", "clerk_org_id", "tenant_id")
+QUOTA_ROWS = [{"bucket": "writes", "limit": 60, "window_seconds": 60}]
 # Tables the reader must not read at all (secrets' metadata and gateway bookkeeping).
 READER_INVISIBLE = {
     "isokron.service_tokens",
     "isokron.idempotency_keys",
-    "isokron.rate_limit_windows",
+    "isokron.quota_windows",
 }
 
 SELECT_KEYED_TABLES_SQL = """
@@ -73,7 +75,7 @@ class World:
 async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: str) -> Any:
     ws_id = f"{prefix}-{uuid4().hex[:8]}"
     async with admin.acquire() as conn:
-        ws = await writes.create_workspace(conn, ws_id, f"Isolation {prefix}")
+        ws = await writes.create_workspace(conn, ws_id, f"Isolation {prefix}", seed=default_seed())
     kora, operator = ws.actors["kora"], ws.operator_actor_id
     async with admin.acquire() as conn:
         issued = await writes.issue_token(conn, ws_id, operator, kora, label=prefix)
@@ -104,7 +106,9 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
         {"tool": "iso_node_create", "reason": "needs a person", "request": {}},
     )
     await agent("append_event", {"event_type": "kora.note.recorded"}, idempotency_key="k-1")
-    await gateway.fetchval("SELECT isokron_api.consume_rate_limit($1, 60)", token_hash)
+    await connection.run(
+        gateway, "SELECT isokron_api.admit_write($1, $2::jsonb)", token_hash, QUOTA_ROWS
+    )
     async with admin.acquire() as conn:  # the transparency log: tree, key, signed checkpoint
         signer = Signer.generate(await transparency.origin_of(conn, ws_id))
         await transparency.register_key(conn, ws_id, signer.verifier())
@@ -242,7 +246,7 @@ async def test_the_owner_role_is_bound_by_forced_rls(
                 assert n == 0, f"the table owner sees {n} rows of {t.qualified} unscoped"
         async with conn.transaction():
             await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
-            await conn.execute("SELECT set_config('isokron.all_workspaces', 'on', true)")
+            await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
             for t in world.tables:
                 for ws in (world.a, world.b):
                     n = await conn.fetchval(
@@ -256,7 +260,7 @@ async def test_the_owner_opt_in_is_not_available_to_the_reader(
 ) -> None:
     async with reader_pool.acquire() as conn:
         async with conn.transaction():
-            await conn.execute("SELECT set_config('isokron.all_workspaces', 'on', true)")
+            await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
             for t in world.tables:
                 if t.reader_can_select:
                     assert await conn.fetchval(f"SELECT count(*) FROM {t.sql_name}") == 0, t

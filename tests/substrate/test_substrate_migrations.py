@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from isokron.chain.note import Signer
+from isokron.governance.seeds import default_seed
 from isokron.substrate import audit, connection, reads, transparency, writes
 from isokron.substrate.migrate import MigrationResult, migrations_dir, upgrade
 
@@ -38,7 +39,7 @@ EXPECTED_TABLES = {
     "kronicle.escalations",
     "isokron.service_tokens",
     "isokron.idempotency_keys",
-    "isokron.rate_limit_windows",
+    "isokron.quota_windows",
     "isokron.operation_registry",
     "isokron.state_tables",
     "hivex_foundation.merkle_node",
@@ -71,7 +72,8 @@ def _apply_counts(dsn: str) -> dict[str, int]:
 
 
 def test_the_packaged_migrations_are_numbered_and_named() -> None:
-    # Migrations are append-only: numbered without gaps, each with a name, applied in order.
+    # Migrations are append-only: numbered in increasing order (each branch of work has its
+    # own range of numbers, see PLAN), each with a name, applied in order.
     assert ALL_MIGRATIONS[:6] == (
         "0001.roles-and-schemas",
         "0002.tables",
@@ -99,7 +101,7 @@ def test_fresh_database_migrates_then_rerun_applies_nothing(
 
     assert first == MigrationResult(applied=ALL_MIGRATIONS, already_applied=())
     assert progressed == list(ALL_MIGRATIONS)
-    assert _tables(dsn) == EXPECTED_TABLES
+    assert _tables(dsn) == EXPECTED_TABLES | GLOBAL_TABLES
 
     second = upgrade(dsn, progress=progressed.append)
 
@@ -123,7 +125,9 @@ class Snapshot:
 async def _populate(dsn: str, workspace_id: str) -> None:
     conn = await connection.connect(dsn)
     try:
-        ws = await writes.create_workspace(conn, workspace_id, "Upgrade keeps data")
+        ws = await writes.create_workspace(
+            conn, workspace_id, "Upgrade keeps data", seed=default_seed()
+        )
         kora = ws.actors["kora"]
 
         async def agent(op: str, args: dict[str, object], key: str | None = None) -> dict:
@@ -149,7 +153,9 @@ async def _populate(dsn: str, workspace_id: str) -> None:
         await agent("append_event", {"event_type": "kora.note.kept"})
         issued = await writes.issue_token(conn, workspace_id, ws.operator_actor_id, kora)
         await conn.execute(
-            "SELECT isokron_api.consume_rate_limit($1, 60)", writes.token_sha256(issued.token)
+            "SELECT isokron_api.admit_write($1, $2::jsonb)",
+            writes.token_sha256(issued.token),
+            [{"bucket": "writes", "limit": 60, "window_seconds": 60}],
         )
         signer = Signer.generate(await transparency.origin_of(conn, workspace_id))
         await transparency.register_key(conn, workspace_id, signer.verifier())
@@ -269,7 +275,7 @@ def test_concurrent_upgrades_in_threads_apply_each_migration_once(
     for r in results:
         assert sorted(r.applied + r.already_applied) == list(ALL_MIGRATIONS)
     assert _apply_counts(dsn) == dict.fromkeys(ALL_MIGRATIONS, 1)
-    assert _tables(dsn) == EXPECTED_TABLES
+    assert _tables(dsn) == EXPECTED_TABLES | GLOBAL_TABLES
 
 
 _MIGRATE_SCRIPT = """
@@ -310,7 +316,7 @@ def test_two_processes_migrating_one_fresh_database_both_succeed(
     applied = [m for stdout, _ in outputs for m in json.loads(stdout.strip().splitlines()[-1])]
     assert sorted(applied) == list(ALL_MIGRATIONS)
     assert _apply_counts(dsn) == dict.fromkeys(ALL_MIGRATIONS, 1)
-    assert _tables(dsn) == EXPECTED_TABLES
+    assert _tables(dsn) == EXPECTED_TABLES | GLOBAL_TABLES
 
 
 def test_upgrade_of_an_unreachable_server_is_a_clean_error() -> None:

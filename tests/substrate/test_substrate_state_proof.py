@@ -26,6 +26,7 @@ from substrate_support import STATE_TAMPER_FIGURES
 
 from isokron.chain.state import STATE_TABLES, STATE_TABLES_BY_NAME, column_bytes, row_record
 from isokron.errors import GovernanceIntegrityError, RoleCharterIntegrityError
+from isokron.governance.seeds import default_seed
 from isokron.substrate import audit, reads, writes
 from isokron.substrate.dsn import SubstrateDSNs
 
@@ -49,7 +50,7 @@ class Populated:
 async def _populate(conn: asyncpg.Connection, prefix: str) -> Populated:
     """A workspace with at least one row in every state table (and a revoked token)."""
     ws_id = f"{prefix}-{uuid4().hex[:8]}"
-    ws = await writes.create_workspace(conn, ws_id, f"state {prefix}")
+    ws = await writes.create_workspace(conn, ws_id, f"state {prefix}", seed=default_seed())
     kora, op = ws.actors["kora"], ws.operator_actor_id
 
     async def w(name: str, args: dict[str, Any], actor: Any = kora) -> dict[str, Any]:
@@ -186,6 +187,8 @@ def _insert_sql(table: str, key: str, new_ws: str) -> tuple[str, str]:
 
 def _tamper(dsn: str, sql: str, ws_id: str) -> str | None:
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        # (on Citus the setting must reach the workers, where the shards' triggers and FKs fire)
+        conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
         conn.execute("SET LOCAL session_replication_role = replica")  # no triggers, no FKs
         cur = conn.execute(sql, {"ws": ws_id})
         row = cur.fetchone() if cur.description else None

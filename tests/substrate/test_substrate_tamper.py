@@ -59,6 +59,9 @@ async def ws(make_workspace: Callable, admin_pool: asyncpg.Pool) -> writes.Creat
 
 async def _tamper(admin_pool: asyncpg.Pool, sql: str, *args: Any) -> str:
     async with admin_pool.acquire() as conn, conn.transaction():
+        # A superuser switches the triggers off; on Citus the setting must reach the workers,
+        # where the shards' triggers fire (a placeholder setting on plain PostgreSQL).
+        await conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
         await conn.execute("SET LOCAL session_replication_role = replica")
         return await conn.execute(sql, *args)
 
@@ -221,6 +224,9 @@ async def test_swapped_seqs(
     ws: writes.CreatedWorkspace, substrate: SubstrateDSNs, admin_pool: asyncpg.Pool
 ) -> None:
     async with admin_pool.acquire() as conn, conn.transaction():
+        # A superuser switches the triggers off; on Citus the setting must reach the workers,
+        # where the shards' triggers fire (a placeholder setting on plain PostgreSQL).
+        await conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
         await conn.execute("SET LOCAL session_replication_role = replica")
         for old, new in ((7, 1000), (8, 7), (1000, 8)):
             await conn.execute(
@@ -251,6 +257,9 @@ async def test_consistent_rewrite_passes_plain_verify_but_not_a_prior_checkpoint
     # Re-seal seq 7..10 in Python exactly as the database would, and move the head along.
     prev = bytes(rows[5]["this_event_hash"])
     async with admin_pool.acquire() as conn, conn.transaction():
+        # A superuser switches the triggers off; on Citus the setting must reach the workers,
+        # where the shards' triggers fire (a placeholder setting on plain PostgreSQL).
+        await conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
         await conn.execute("SET LOCAL session_replication_role = replica")
         for r in rows[6:]:
             record = make_record(

@@ -17,7 +17,9 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from isokron.substrate import audit, connection, defaults, reads, writes
+from isokron.governance import seeds, vocabulary
+from isokron.governance.charter import charter_sections_from_markdown
+from isokron.substrate import audit, connection, reads, writes
 from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 from isokron.substrate.migrate import upgrade
 
@@ -45,7 +47,7 @@ OLD_ERASE_SQL = "SELECT isokron_api.erase_event_payload(%s, %s, %s)"
 
 def _populate_previous_release(dsn: str, workspace_id: str) -> dict[str, Any]:
     """Write a workspace through the 0001-0009 functions, as that release's CLI did."""
-    actors = [{"actor_kind": k, "display_name": v} for k, v in defaults.ACTOR_KINDS.items()]
+    actors = [{"actor_kind": k, "display_name": v} for k, v in vocabulary.ACTOR_KINDS.items()]
     with psycopg.connect(dsn, autocommit=True) as conn:
 
         def call(sql: str, *params: Any) -> Any:
@@ -65,14 +67,14 @@ def _populate_previous_release(dsn: str, workspace_id: str) -> dict[str, Any]:
         def write(name: str, args: dict[str, Any], actor: str = kora) -> Any:
             return call(OLD_WRITE_SQL, name, workspace_id, actor, json.dumps(args))
 
-        md = defaults.DEFAULT_CHARTER_MD
+        md = seeds.DEFAULT_CHARTER_MD
         govern(
             "set_charter",
-            {"content_md": md, "sections": dict(defaults.charter_sections_from_markdown(md))},
+            {"content_md": md, "sections": dict(charter_sections_from_markdown(md))},
         )
-        govern("set_policies", {"policies": writes.default_policy_rows()})
-        govern("set_capabilities", {"capabilities": writes.default_capability_rows()})
-        govern("revise_constitution", {"rules": defaults.DEFAULT_CONSTITUTION_RULES})
+        govern("set_policies", {"policies": seeds.default_policy_rows()})
+        govern("set_capabilities", {"capabilities": seeds.default_capability_rows()})
+        govern("revise_constitution", {"rules": seeds.DEFAULT_CONSTITUTION_RULES})
         token = writes.new_token()
         issued = govern(
             "issue_token",

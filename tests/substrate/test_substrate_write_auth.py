@@ -85,7 +85,12 @@ async def test_unknown_revoked_and_expired_tokens_are_refused_by_the_database(
     assert refused.code == "unauthenticated" and "expired" in refused.message
     # The rate-limit budget is the token holder's too: an unknown token cannot spend anyone's.
     with pytest.raises(RefusalError, match="not known"):
-        await connection.run(gateway_pool, "SELECT isokron_api.consume_rate_limit($1, 60)", unknown)
+        await connection.run(
+            gateway_pool,
+            "SELECT isokron_api.admit_write($1, $2::jsonb)",
+            unknown,
+            [{"bucket": "writes", "limit": 60, "window_seconds": 60}],
+        )
 
 
 async def test_a_disabled_actor_cannot_write_with_its_token(
@@ -93,12 +98,13 @@ async def test_a_disabled_actor_cannot_write_with_its_token(
 ) -> None:
     ws = await make_workspace("disabled")
     critic = await _token(admin_pool, ws, "critic")
-    async with admin_pool.acquire() as conn:  # no chained op disables an actor yet (issue 10)
-        await conn.execute(
-            "UPDATE public.actor_registry SET status = 'disabled' "
-            "WHERE workspace_id = $1 AND actor_id = $2",
+    async with admin_pool.acquire() as conn:  # the chained operation isokron actor disable runs
+        await writes.govern(
+            conn,
+            "set_actor_status",
             ws.workspace_id,
-            ws.actors["critic"],
+            ws.operator_actor_id,
+            {"actor_id": str(ws.actors["critic"]), "status": "disabled"},
         )
     refused = await _refusal(
         writes.write_with_token(
@@ -108,7 +114,7 @@ async def test_a_disabled_actor_cannot_write_with_its_token(
             {"event_type": "kora.note.recorded"},
         )
     )
-    assert refused.code == "unauthenticated" and "disabled" in refused.message
+    assert refused.code == "actor_disabled" and "disabled" in refused.message
 
 
 async def test_the_gateway_dsn_alone_cannot_decide_a_proposal_as_the_operator(
@@ -319,3 +325,36 @@ async def test_operations_are_dispatched_by_name_from_the_registry(
         finally:
             await conn.execute("DELETE FROM isokron.operation_registry WHERE operation = $1", name)
             await conn.execute(f"DROP FUNCTION isokron.op_{name}(uuid, text, uuid, jsonb)")
+
+
+@pytest.mark.policy_effect("policy.kora_service_token_max_age_days")
+async def test_a_token_past_the_max_age_is_refused_by_the_database(
+    make_workspace: Callable, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+) -> None:
+    """The limit holds for a write that bypasses the gateway (gateway DSN + a token hash)."""
+    ws = await make_workspace("tokenage")
+    kora = await _token(admin_pool, ws, "kora")
+    digest = writes.token_sha256(kora.token)
+    note = {"event_type": "kora.note.recorded"}
+    await admin_pool.execute(  # ten days pass for this token (the superuser backdates it)
+        "UPDATE isokron.service_tokens SET created_at = now() - interval '10 days' "
+        "WHERE workspace_id = $1 AND token_id = $2",
+        ws.workspace_id,
+        kora.token_id,
+    )
+    assert (await writes.write_with_token(gateway_pool, "append_event", digest, note))["seq"]
+    async with admin_pool.acquire() as conn:
+        await writes.govern(
+            conn,
+            "set_policies",
+            ws.workspace_id,
+            ws.operator_actor_id,
+            {
+                "policies": [
+                    {"policy_key": "policy.kora_service_token_max_age_days", "policy_value": 7}
+                ]
+            },
+        )
+    refused = await _refusal(writes.write_with_token(gateway_pool, "append_event", digest, note))
+    assert refused.code == "unauthenticated"
+    assert "policy.kora_service_token_max_age_days" in refused.message

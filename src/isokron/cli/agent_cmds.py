@@ -25,8 +25,9 @@ from isokron.cli.common import (
 )
 from isokron.cli.substrate_cmds import _with_conn, as_operator, read_workspace
 from isokron.errors import ConfigError, NotFoundError
+from isokron.governance.redaction import redact_secrets
+from isokron.governance.vocabulary import ESCALATION_STATUSES, PROPOSAL_STATUSES
 from isokron.substrate import admin, reads
-from isokron.substrate.constitution import redact_secrets
 
 hermes_app = typer.Typer(help="Hermes Agent integration.", no_args_is_help=True)
 proposal_app = typer.Typer(help="Convention and policy-change proposals.", no_args_is_help=True)
@@ -155,7 +156,9 @@ def hermes_install(
 @boundary
 def proposal_list(
     workspace_id: WorkspaceArg,
-    status: Annotated[str, typer.Option(help="pending, accepted, rejected or all.")] = "pending",
+    status: Annotated[
+        str, typer.Option(help=f"{', '.join(PROPOSAL_STATUSES)} or all.")
+    ] = "pending",
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
@@ -216,7 +219,7 @@ def proposal_decide(
 @boundary
 def escalation_list(
     workspace_id: WorkspaceArg,
-    status: Annotated[str, typer.Option(help="open, approved, rejected or all.")] = "open",
+    status: Annotated[str, typer.Option(help=f"{', '.join(ESCALATION_STATUSES)} or all.")] = "open",
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import asyncpg
 import typer
 
 from isokron.chain.merkle import leaf_hash
@@ -34,6 +33,7 @@ from isokron.cli.common import (
 )
 from isokron.errors import ChainError, ConfigError, NotFoundError
 from isokron.substrate import connection, log_keys, transparency
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 log_app = typer.Typer(help="The workspace's transparency log.", no_args_is_help=True)
 key_app = typer.Typer(help="The log's signing key.", no_args_is_help=True)
@@ -71,8 +71,8 @@ async def _with_conn(dsn: str, fn: Any) -> Any:
     conn = await connection.connect(dsn)
     try:
         return await fn(conn)
-    except asyncpg.PostgresError as exc:  # translated at this boundary (hostile input too)
-        raise connection.translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:  # translated at this boundary (hostile input too)
+        raise translate(exc) from exc
     finally:
         await conn.close()
 

@@ -12,6 +12,7 @@ Bad arguments are caught by ``isokron.gateway.arguments.ArgumentGuard``, SDK mid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -28,12 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isokron import __version__
 from isokron.errors import SubstrateError
-from isokron.gateway import store
+from isokron.gateway import maintenance
 from isokron.gateway.arguments import ArgumentGuard
 from isokron.gateway.auth import (
     MISSING_TOKEN_MESSAGE,
     GatewayTokenVerifier,
     is_well_formed,
+    refusal_code,
     refusal_reason,
 )
 from isokron.gateway.service import Gateway
@@ -46,6 +48,7 @@ from isokron.gateway.settings import (
     GatewaySettings,
 )
 from isokron.gateway.tools import build_tools
+from isokron.substrate import writes
 from isokron.substrate.connection import create_pool
 from isokron.substrate.dsn import redact_dsn
 from isokron.substrate.writes import token_public_prefix
@@ -96,7 +99,7 @@ def build_server(gateway: Gateway, settings: GatewaySettings) -> MCPServer:
 async def health_response(gateway: Gateway) -> JSONResponse:
     """``{"status", "database", "transport", "version"}``; HTTP 503 when the database is down."""
     try:
-        await asyncio.wait_for(store.ping(gateway.gateway_pool), HEALTH_TIMEOUT_SECONDS)
+        await asyncio.wait_for(writes.ping(gateway.gateway_pool), HEALTH_TIMEOUT_SECONDS)
     except (SubstrateError, TimeoutError) as exc:
         log.warning("[isokron.gateway.health] database unreachable: %s", exc)
         body = {"status": "degraded", "database": "unreachable"}
@@ -125,6 +128,7 @@ class ExplainUnauthenticated:
             await self._app(scope, receive, send)
             return
         refusal_reason.set(None)
+        refusal_code.set("unauthenticated")
         rewriting = False
 
         async def reply(message: Message) -> None:
@@ -135,22 +139,24 @@ class ExplainUnauthenticated:
             if rewriting and message["type"] == "http.response.body":
                 if message.get("more_body"):
                     return
-                await _send_unauthenticated(send, refusal_reason.get() or MISSING_TOKEN_MESSAGE)
+                await _send_unauthenticated(
+                    send, refusal_reason.get() or MISSING_TOKEN_MESSAGE, refusal_code.get()
+                )
                 return
             await send(message)
 
         await self._app(scope, receive, reply)
 
 
-async def _send_unauthenticated(send: Send, reason: str) -> None:
+async def _send_unauthenticated(send: Send, reason: str, code: str = "unauthenticated") -> None:
     body = json.dumps(
         {
             "jsonrpc": "2.0",
             "id": None,
             "error": {
                 "code": UNAUTHENTICATED_JSONRPC_CODE,
-                "message": f"[unauthenticated] {reason}",
-                "data": {"code": "unauthenticated"},
+                "message": f"[{code}] {reason}",
+                "data": {"code": code},
             },
         },
         ensure_ascii=False,
@@ -220,25 +226,41 @@ async def serve(settings: GatewaySettings) -> None:
     """Serve until the transport ends (stdin closes) or the process is interrupted."""
     async with open_gateway(settings) as gateway:
         server = build_server(gateway, settings)
-        if settings.transport == "stdio":
-            _announce_stdio(settings)
-            await server.run_stdio_async()
-            return
-        app = http_app(server, settings)
-        # log_config=None: logging belongs to the entry point, not to uvicorn; no access log:
-        # the decision log already records every call.
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, access_log=False
+        interval = settings.maintain_interval_seconds
+        maintaining = (
+            asyncio.create_task(maintenance.run_periodically(gateway.gateway_pool, interval))
+            if interval > 0
+            else None
         )
-        log.info(
-            "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
-            _base_url(settings),
-            MCP_PATH,
-            HEALTH_PATH,
-            redact_dsn(settings.reader_dsn),
-            redact_dsn(settings.gateway_dsn),
-        )
-        await uvicorn.Server(config).serve()
+        try:
+            await _serve(server, settings)
+        finally:
+            if maintaining is not None:
+                maintaining.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintaining
+
+
+async def _serve(server: MCPServer, settings: GatewaySettings) -> None:
+    if settings.transport == "stdio":
+        _announce_stdio(settings)
+        await server.run_stdio_async()
+        return
+    app = http_app(server, settings)
+    # log_config=None: logging belongs to the entry point, not to uvicorn; no access log:
+    # the decision log already records every call.
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+    log.info(
+        "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
+        _base_url(settings),
+        MCP_PATH,
+        HEALTH_PATH,
+        redact_dsn(settings.reader_dsn),
+        redact_dsn(settings.gateway_dsn),
+    )
+    await uvicorn.Server(config).serve()
 
 
 def _announce_stdio(settings: GatewaySettings) -> None:

@@ -33,13 +33,13 @@ from isokron.chain import (
     write_bundle,
 )
 from isokron.chain.state import STATE_TABLES, StateLedger, StateTable
-from isokron.errors import NotFoundError, SubstrateError, SubstrateUnavailableError
-from isokron.substrate.dsn import redact_dsn
+from isokron.errors import NotFoundError, SubstrateError
+from isokron.substrate.database_errors import translate_connect_error
 
 log = logging.getLogger("isokron.substrate.audit")
 
 FETCH_BATCH = 20_000
-SET_SCOPE_SQL = "SELECT set_config('app.current_workspace_id', %s, true)"
+SET_SCOPE_SQL = "SELECT isokron.set_local('app.current_workspace_id', %s, true)"
 SELECT_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = %s"
 SELECT_HEAD_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.chain_head WHERE workspace_id = %s"
 SELECT_CHAIN_SQL = """
@@ -51,11 +51,12 @@ SELECT tenant_id, seq, event_id, actor_id, event_type,
        CASE WHEN payload_erased OR NOT %s THEN NULL ELSE payload::text END AS payload_text,
        (payload_erased OR sha256(convert_to(payload::text, 'UTF8')) = payload_digest) AS payload_ok
 FROM hivex_foundation.event_log
-WHERE tenant_id = %s
+WHERE workspace_id = %s AND tenant_id = %s
 ORDER BY seq
 """
 SELECT_CHAIN_HEAD_SQL = (
-    "SELECT last_seq, last_hash FROM hivex_foundation.chain_head WHERE tenant_id = %s"
+    "SELECT last_seq, last_hash FROM hivex_foundation.chain_head "
+    "WHERE workspace_id = %s AND tenant_id = %s"
 )
 SELECT_CHARTER_HASHES_SQL = """
 SELECT version, is_active, content_md, content_hash FROM public.kora_role_charter
@@ -93,7 +94,7 @@ SELECT seq, event_id::text, event_type, payload_erased,
             WHEN event_type = 'substrate.payload.erased' THEN payload
             ELSE jsonb_build_object('state', payload -> 'state') END
 FROM hivex_foundation.event_log
-WHERE tenant_id = %s
+WHERE workspace_id = %s AND tenant_id = %s
   AND (payload_erased OR payload ? 'state' OR event_type = 'substrate.payload.erased')
 ORDER BY seq
 """
@@ -147,7 +148,7 @@ def state_findings(
     ledger = StateLedger()
     with conn.cursor(name="isokron_state_events") as cur:
         cur.itersize = 500
-        cur.execute(SELECT_STATE_EVENTS_SQL, (tenant,))
+        cur.execute(SELECT_STATE_EVENTS_SQL, (workspace_id, tenant))
         for seq, event_id, event_type, erased, payload in cur:
             ledger.add_event(seq, event_id, event_type, payload, erased=erased)
     out: list[Finding] = []
@@ -162,7 +163,8 @@ def orphan_rows_query(schema: str, table: str, key: str) -> sql.Composed:
     return sql.SQL(
         "SELECT {key}::text FROM {table} r WHERE r.workspace_id = %s AND NOT EXISTS ("
         "SELECT 1 FROM hivex_foundation.event_log e "
-        "WHERE e.tenant_id = %s AND e.event_id = r.approved_event_id) LIMIT 5"
+        "WHERE e.workspace_id = r.workspace_id AND e.tenant_id = %s "
+        "AND e.event_id = r.approved_event_id) LIMIT 5"
     ).format(key=sql.Identifier(key), table=sql.Identifier(schema, table))
 
 
@@ -197,10 +199,8 @@ def _connect(dsn: str, *, snapshot: bool = False) -> psycopg.Connection:
         if snapshot:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         return conn
-    except psycopg.OperationalError as exc:
-        raise SubstrateUnavailableError(
-            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
-        ) from exc
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc, dsn) from exc
 
 
 def _tenant_of(conn: psycopg.Connection, workspace_id: str) -> UUID:
@@ -221,6 +221,7 @@ def iter_chain(
     conn: psycopg.Connection,
     tenant_id: UUID,
     *,
+    workspace_id: str,
     with_payloads: bool,
     bad_payloads: list[Finding] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -232,7 +233,7 @@ def iter_chain(
     """
     with conn.cursor(name="isokron_chain") as cur:
         cur.itersize = FETCH_BATCH
-        cur.execute(SELECT_CHAIN_SQL, (with_payloads, tenant_id))
+        cur.execute(SELECT_CHAIN_SQL, (with_payloads, workspace_id, tenant_id))
         n = 0
         for row in cur:
             record = ChainRecord(
@@ -277,13 +278,18 @@ def verify_workspace(
         bad_payloads: list[Finding] = []
         report = verify_records(
             iter_chain(
-                conn, tenant, with_payloads=False, bad_payloads=bad_payloads, progress=progress
+                conn,
+                tenant,
+                workspace_id=workspace_id,
+                with_payloads=False,
+                bad_payloads=bad_payloads,
+                progress=progress,
             ),
             expected_tenant=tenant,
             checkpoints=checkpoints,
         )
         findings = list(bad_payloads)
-        findings += _head_findings(conn, tenant, report)
+        findings += _head_findings(conn, workspace_id, tenant, report)
         findings += _charter_findings(conn, workspace_id)
         findings += _scratchpad_findings(conn, workspace_id)
         findings += _constitution_findings(conn, workspace_id)
@@ -305,8 +311,10 @@ def verify_workspace(
     return audit
 
 
-def _head_findings(conn: psycopg.Connection, tenant: UUID, report: VerifyReport) -> list[Finding]:
-    row = conn.execute(SELECT_CHAIN_HEAD_SQL, (tenant,)).fetchone()
+def _head_findings(
+    conn: psycopg.Connection, workspace_id: str, tenant: UUID, report: VerifyReport
+) -> list[Finding]:
+    row = conn.execute(SELECT_CHAIN_HEAD_SQL, (workspace_id, tenant)).fetchone()
     head_seq, head_hash = (row[0], bytes(row[1])) if row else (0, None)
     if (report.head_seq or 0) == head_seq and (head_seq == 0 or report.head_hash == head_hash):
         return []
@@ -409,7 +417,9 @@ def export_workspace(
             target,
             workspace_id=workspace_id,
             tenant_id=tenant,
-            records=iter_chain(conn, tenant, with_payloads=True, progress=progress),
+            records=iter_chain(
+                conn, tenant, workspace_id=workspace_id, with_payloads=True, progress=progress
+            ),
             state_rows=(
                 (table.name, key, values)
                 for table in STATE_TABLES
@@ -422,7 +432,7 @@ def make_checkpoint(dsn: str, workspace_id: str) -> Checkpoint:
     """The current head of the workspace's chain, to be kept outside the database."""
     with _connect(dsn) as conn, conn.transaction():
         tenant = _tenant_of(conn, workspace_id)
-        row = conn.execute(SELECT_CHAIN_HEAD_SQL, (tenant,)).fetchone()
+        row = conn.execute(SELECT_CHAIN_HEAD_SQL, (workspace_id, tenant)).fetchone()
     if row is None or row[0] == 0:
         raise SubstrateError(f"workspace {workspace_id!r} has no events yet; nothing to checkpoint")
     return Checkpoint(tenant_id=tenant, seq=row[0], this_event_hash=bytes(row[1]))

@@ -7,7 +7,8 @@ them, and under that lock any stale yoyo lock row (left by a killed process) is 
 The migration files spell the roles ``isokron_owner``, ``isokron_reader`` and
 ``isokron_gateway``. Roles are cluster-wide, so each database gets its own: before applying, the
 files are copied with those names replaced by the database's (``dsn.database_roles``); migration
-0010 moves what an earlier release gave the shared names to them.
+0010 moves what an earlier release gave the shared names to them. On a Citus coordinator the
+roles are first made on every node (:mod:`isokron.substrate.citus`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from pathlib import Path
 import psycopg
 from yoyo import get_backend, read_migrations
 
-from isokron.errors import MigrationError, SubstrateUnavailableError
+from isokron.errors import MigrationError
+from isokron.substrate.citus import citus_version, prepare_roles
+from isokron.substrate.database_errors import translate_connect_error
 from isokron.substrate.dsn import (
     DatabaseRoles,
     database_name,
     database_roles,
-    redact_dsn,
     validate_dsn,
 )
 
@@ -85,12 +87,13 @@ def upgrade(
     roles = roles or database_roles(database_name(dsn))
     with tempfile.TemporaryDirectory(prefix="isokron-migrations-") as folder:
         write_role_substituted(Path(folder), roles)
-        return _upgrade(dsn, Path(folder), progress=progress, until=until)
+        return _upgrade(dsn, Path(folder), roles, progress=progress, until=until)
 
 
 def _upgrade(
     dsn: str,
     folder: Path,
+    roles: DatabaseRoles,
     *,
     progress: Callable[[str], None] | None,
     until: str | None,
@@ -103,13 +106,14 @@ def _upgrade(
         migrations = type(migrations)(migrations[: ids.index(until) + 1])
     try:
         lock_conn = psycopg.connect(validate_dsn(dsn), autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise SubstrateUnavailableError(
-            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
-        ) from exc
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc, dsn) from exc
     with lock_conn:
         lock_conn.execute(ACQUIRE_LOCK_SQL, (MIGRATION_LOCK_KEY,))
         try:
+            if citus_version(lock_conn) is not None:
+                # Roles must be committed on every node before 0001 runs (see citus.py).
+                prepare_roles(lock_conn, roles)
             backend = get_backend(_yoyo_uri(dsn))
             backend.break_lock()  # safe: we hold the advisory lock, so any row is stale
             pending = backend.to_apply(migrations)

@@ -24,7 +24,8 @@ from isokron.errors import (
     RoleCharterIntegrityError,
 )
 from isokron.substrate import state_sql
-from isokron.substrate.connection import SET_WORKSPACE_SQL, translate_pg_error
+from isokron.substrate.connection import SET_WORKSPACE_SQL
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 from isokron.substrate.models import (
     ActiveConstitution,
     CapabilityRow,
@@ -68,8 +69,8 @@ async def _scoped_tx(
         async with conn.transaction(readonly=True):
             await conn.execute(SET_WORKSPACE_SQL, workspace_id)
             yield conn
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
 
 
 # ---------------------------------------------------------------- role charter (fail closed)
@@ -279,12 +280,11 @@ def scratchpad_entry_from_row(r: asyncpg.Record) -> ScratchpadEntry:
 
 
 # ---------------------------------------------------------------- recent chain events
-# event_log is keyed by tenant_id; the workspace resolves to its tenant through the join.
+# Filtered by the workspace key itself: one shard on Citus, the primary key's order here.
 SELECT_RECENT_EVENTS_SQL = """
 SELECT el.event_id, el.seq, el.event_type, el.occurred_at, jsonb_pretty(el.payload) AS payload_text
 FROM hivex_foundation.event_log el
-JOIN hivex_foundation.tenant t ON t.tenant_id = el.tenant_id
-WHERE t.clerk_org_id = $1 AND starts_with(el.event_type, $2)
+WHERE el.workspace_id = $1 AND starts_with(el.event_type, $2)
 ORDER BY el.seq DESC
 LIMIT $3
 """

@@ -24,7 +24,8 @@ from isokron.chain import merkle, tlog
 from isokron.chain.note import Signer, Verifier
 from isokron.chain.tlog import LogCheckpoint, open_checkpoint, sign_checkpoint
 from isokron.errors import ChainError, ConflictError, NotFoundError
-from isokron.substrate.connection import translate_pg_error, workspace_transaction
+from isokron.substrate.connection import workspace_transaction
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 log = logging.getLogger("isokron.substrate.transparency")
 
@@ -48,7 +49,7 @@ WHERE workspace_id = $1
 """
 SELECT_NEW_LEAVES_SQL = """
 SELECT seq, this_event_hash FROM hivex_foundation.event_log
-WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
 INSERT_NODES_SQL = """
 INSERT INTO hivex_foundation.merkle_node (workspace_id, level, idx, hash)
@@ -144,7 +145,7 @@ async def catch_up(
     """Extend the stored tree with every event appended since the last catch-up."""
     try:
         async with workspace_transaction(conn, workspace_id):
-            tenant = await _tenant(conn, workspace_id)
+            await _tenant(conn, workspace_id)  # an unknown workspace is a clean NotFoundError
             await conn.execute(ENSURE_TREE_SQL, workspace_id)
             row = await conn.fetchrow(LOCK_TREE_SQL, workspace_id)
             size = int(row["tree_size"])
@@ -157,7 +158,9 @@ async def catch_up(
                 )
             tree = merkle.CompactRange(size, [stored[k] for k in frontier_keys])
             while True:
-                rows = await conn.fetch(SELECT_NEW_LEAVES_SQL, tenant, tree.size, CATCH_UP_BATCH)
+                rows = await conn.fetch(
+                    SELECT_NEW_LEAVES_SQL, workspace_id, tree.size, CATCH_UP_BATCH
+                )
                 if not rows:
                     break
                 levels, idxs, hashes = [], [], []
@@ -184,8 +187,8 @@ async def catch_up(
                     head.tree_size,
                 )
             return head
-    except asyncpg.PostgresError as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
 
 
 async def tree_head(conn: asyncpg.Connection, workspace_id: str) -> TreeHead:

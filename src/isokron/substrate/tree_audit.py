@@ -12,7 +12,6 @@ size is a ``checkpoint_mismatch``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from uuid import UUID
 
 import psycopg
 
@@ -24,7 +23,7 @@ from isokron.substrate.dsn import redact_dsn
 
 FETCH_BATCH = 20_000
 SELECT_LEAVES_SQL = """
-SELECT seq, this_event_hash FROM hivex_foundation.event_log WHERE tenant_id = %s ORDER BY seq
+SELECT seq, this_event_hash FROM hivex_foundation.event_log WHERE workspace_id = %s ORDER BY seq
 """
 # Completion order of a node: the leaf that completes it, ((idx + 1) << level) - 1, then level.
 SELECT_NODES_IN_ORDER_SQL = """
@@ -52,7 +51,7 @@ def verify_workspace_tree(
         row = conn.execute(audit.SELECT_TENANT_SQL, (workspace_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"unknown workspace {workspace_id!r}")
-        return verify_tree(conn, workspace_id, UUID(str(row[0])), checkpoints)
+        return verify_tree(conn, workspace_id, checkpoints)
 
 
 def _stored_nodes(conn: psycopg.Connection, workspace_id: str) -> Iterator[tuple[int, int, bytes]]:
@@ -63,10 +62,10 @@ def _stored_nodes(conn: psycopg.Connection, workspace_id: str) -> Iterator[tuple
             yield int(level), int(idx), bytes(digest)
 
 
-def _leaves(conn: psycopg.Connection, tenant: UUID) -> Iterator[bytes]:
+def _leaves(conn: psycopg.Connection, workspace_id: str) -> Iterator[bytes]:
     with conn.cursor(name="isokron_merkle_leaves") as cur:
         cur.itersize = FETCH_BATCH
-        cur.execute(SELECT_LEAVES_SQL, (tenant,))
+        cur.execute(SELECT_LEAVES_SQL, (workspace_id,))
         for _seq, digest in cur:
             yield merkle.leaf_hash(bytes(digest))
 
@@ -78,7 +77,6 @@ def _finding(message: str, kind: str = "merkle_mismatch") -> Finding:
 def verify_tree(
     conn: psycopg.Connection,
     workspace_id: str,
-    tenant: UUID,
     checkpoints: Sequence[LogCheckpoint] = (),
 ) -> list[Finding]:
     """Re-derive the stored tree and confirm ``checkpoints``; return the findings."""
@@ -91,7 +89,7 @@ def verify_tree(
     stored = _stored_nodes(conn, workspace_id)
     pending = next(stored, None)
     tree = merkle.CompactRange()
-    for leaf in _leaves(conn, tenant):
+    for leaf in _leaves(conn, workspace_id):
         for node in tree.append(leaf):
             if tree.size > stored_size or len(out) >= MAX_TREE_FINDINGS:
                 continue  # beyond the caught-up tree (nothing stored), or enough said
