@@ -160,46 +160,62 @@ def test_checkpoint_then_verify_against_it(
     cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path, sql: Callable[..., Any]
 ) -> None:
     ws = cli_workspace
-    cp_file = tmp_path / "cp.json"
-    out = cli.ok("checkpoint", ws.workspace_id, "-o", str(cp_file)).stdout
-    assert "at seq 5" in out
-    checkpoint = json.loads(cp_file.read_text(encoding="utf-8"))
-    assert checkpoint["seq"] == 5 and checkpoint["tenant_id"] == ws.tenant_id
-    stdout_cp = json.loads(cli.ok("checkpoint", ws.workspace_id).stdout)
-    assert stdout_cp == checkpoint
+    key_file, cp_file = tmp_path / "log.key", tmp_path / "cp"
+    key = cli.ok("log", "key", "init", ws.workspace_id, "--key-file", str(key_file))
+    vkey = key.stdout.strip().splitlines()[-1]
+    out = cli.ok("checkpoint", ws.workspace_id, "-o", str(cp_file), "--key-file", str(key_file))
+    assert "at tree size 5" in out.stdout
+    origin, size, _root, blank, signature = cp_file.read_text(encoding="utf-8").split("\n")[:5]
+    assert (origin, size, blank) == (f"isokron/{ws.workspace_id}/{ws.tenant_id}", "5", "")
+    assert signature.startswith(f"— {origin} ")
+    stdout_cp = cli.ok("checkpoint", ws.workspace_id, "--key-file", str(key_file)).stdout
+    assert stdout_cp == cp_file.read_text(encoding="utf-8")
 
-    assert (
-        "1 checkpoint(s) confirmed"
-        in cli.ok("verify", ws.workspace_id, "--against", str(cp_file)).stdout
-    )
+    against = ("--against", str(cp_file), "--key", vkey)
+    assert "1 checkpoint(s) confirmed" in cli.ok("verify", ws.workspace_id, *against).stdout
     # The chain grows; the checkpoint stays confirmed.
     cli.ok("policy", "set", ws.workspace_id, "policy.kora_disabled", "true")
-    cli.ok("verify", ws.workspace_id, "--against", str(cp_file))
+    cli.ok("verify", ws.workspace_id, *against)
 
     # A checkpoint the chain does not contain (as after a consistent rewrite) fails.
-    forged = tmp_path / "other.json"
-    forged.write_text(json.dumps({**checkpoint, "this_event_hash": "00" * 32}), encoding="utf-8")
-    result = cli("verify", ws.workspace_id, "--against", str(forged))
+    from isokron.chain.tlog import LogCheckpoint, sign_checkpoint
+    from isokron.substrate.log_keys import read_private_key
+
+    forged = tmp_path / "other"
+    forged.write_text(
+        sign_checkpoint(LogCheckpoint(origin, 5, bytes(32)), read_private_key(key_file)),
+        encoding="utf-8",
+    )
+    result = cli("verify", ws.workspace_id, "--against", str(forged), "--key", vkey)
     assert result.exit_code == 1
     assert "checkpoint_mismatch" in result.stderr
 
     # And it works for bundles too.
     bundle = tmp_path / "chain.jsonl"
     cli.ok("export", ws.workspace_id, "-o", str(bundle))
-    cli.ok("verify", "--bundle", str(bundle), "--against", str(cp_file), dsn=False)
-    assert (
-        cli("verify", "--bundle", str(bundle), "--against", str(forged), dsn=False).exit_code == 1
+    cli.ok("verify", "--bundle", str(bundle), *against, dsn=False)
+    result = cli(
+        "verify", "--bundle", str(bundle), "--against", str(forged), "--key", vkey, dsn=False
     )
+    assert result.exit_code == 1
 
 
 def test_a_malformed_checkpoint_file_is_a_clean_error(
     cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
 ) -> None:
+    from isokron.chain.note import Signer
+
+    key = Signer.generate("isokron/x").verifier().encode()
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
-    assert_clean_error(cli("verify", cli_workspace.workspace_id, "--against", str(bad)), "not JSON")
+    assert_clean_error(
+        cli("verify", cli_workspace.workspace_id, "--against", str(bad), "--key", key), "refused"
+    )
     bad.write_text('{"seq": 1}', encoding="utf-8")
-    assert_clean_error(cli("verify", cli_workspace.workspace_id, "--against", str(bad)), "missing")
+    assert_clean_error(
+        cli("verify", cli_workspace.workspace_id, "--against", str(bad), "--key", key), "refused"
+    )
+    assert_clean_error(cli("verify", cli_workspace.workspace_id, "--against", str(bad)), "--key")
 
 
 def test_verify_needs_a_workspace_or_a_bundle(

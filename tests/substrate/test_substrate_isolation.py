@@ -11,8 +11,9 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from isokron.chain.note import Signer
 from isokron.governance.seeds import default_seed
-from isokron.substrate import connection, writes
+from isokron.substrate import connection, transparency, writes
 from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 
 KEY_COLUMNS = ("workspace_id", "clerk_org_id", "tenant_id")
@@ -108,6 +109,10 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
     await connection.run(
         gateway, "SELECT isokron_api.admit_write($1, $2::jsonb)", token_hash, QUOTA_ROWS
     )
+    async with admin.acquire() as conn:  # the transparency log: tree, key, signed checkpoint
+        signer = Signer.generate(await transparency.origin_of(conn, ws_id))
+        await transparency.register_key(conn, ws_id, signer.verifier())
+        await transparency.sign_tree(conn, ws_id, signer)
     return ws
 
 

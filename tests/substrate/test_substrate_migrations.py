@@ -15,8 +15,9 @@ from uuid import uuid4
 import psycopg
 import pytest
 
+from isokron.chain.note import Signer
 from isokron.governance.seeds import default_seed
-from isokron.substrate import audit, connection, reads, writes
+from isokron.substrate import audit, connection, reads, transparency, writes
 from isokron.substrate.migrate import MigrationResult, migrations_dir, upgrade
 
 ALL_MIGRATIONS = tuple(sorted(p.name.removesuffix(".sql") for p in migrations_dir().glob("*.sql")))
@@ -41,6 +42,10 @@ EXPECTED_TABLES = {
     "isokron.quota_windows",
     "isokron.operation_registry",
     "isokron.state_tables",
+    "hivex_foundation.merkle_node",
+    "hivex_foundation.merkle_tree",
+    "hivex_foundation.log_keys",
+    "hivex_foundation.log_checkpoints",
 }
 # Tables that hold no workspace's rows (the substrate's own catalogue).
 GLOBAL_TABLES = {"isokron.operation_registry", "isokron.state_tables"}
@@ -152,6 +157,9 @@ async def _populate(dsn: str, workspace_id: str) -> None:
             writes.token_sha256(issued.token),
             [{"bucket": "writes", "limit": 60, "window_seconds": 60}],
         )
+        signer = Signer.generate(await transparency.origin_of(conn, workspace_id))
+        await transparency.register_key(conn, workspace_id, signer.verifier())
+        await transparency.sign_tree(conn, workspace_id, signer)
     finally:
         await conn.close()
 

@@ -227,3 +227,28 @@ async def test_the_upgraded_database_takes_new_authenticated_writes(
     assert node["seq"] > 0 and titles == ["after the upgrade"]
     report = audit.verify_workspace(dsn, ws)
     assert report.ok, report.to_dict()
+
+
+async def test_after_the_upgrade_the_transparency_log_covers_the_old_chain(
+    upgraded: tuple[str, list[str], dict[str, Any]],
+) -> None:
+    """Migration 0030 on a populated database: the tree catches up over every old event, the
+    log signs it, and verify re-derives the same tree (issue 15)."""
+    from isokron.chain.note import Signer
+    from isokron.substrate import transparency
+    from isokron.substrate.tree_audit import verify_workspace_tree
+
+    dsn, workspaces, _ = upgraded
+    ws = workspaces[0]
+    conn = await connection.connect(dsn)
+    try:
+        signer = Signer.generate(await transparency.origin_of(conn, ws))
+        await transparency.register_key(conn, ws, signer.verifier())
+        cp = await transparency.sign_tree(conn, ws, signer)
+        events = await conn.fetchval(
+            "SELECT count(*) FROM hivex_foundation.event_log WHERE workspace_id = $1", ws
+        )
+    finally:
+        await conn.close()
+    assert cp.tree_size == events > 0
+    assert verify_workspace_tree(dsn, ws) == []

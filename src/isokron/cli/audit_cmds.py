@@ -1,14 +1,16 @@
-"""Commands for auditors: verify (online or from a bundle), export, checkpoint."""
+"""Commands for auditors: verify (online or from a bundle) and export."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from isokron.chain import Checkpoint, VerifyReport, verify_bundle
+from isokron.chain import VerifyReport, read_bundle, verify_bundle
+from isokron.chain.merkle import leaf_hash
+from isokron.chain.note import Verifier
+from isokron.chain.tlog import LogCheckpoint, open_checkpoint, verified_cosigners
 from isokron.cli.common import (
     DataDirOption,
     DsnOption,
@@ -21,12 +23,13 @@ from isokron.cli.common import (
 )
 from isokron.errors import ChainError, ConfigError
 from isokron.substrate import audit
+from isokron.substrate.tree_audit import checkpoint_findings_from_leaves, verify_workspace_tree
 
 AgainstOption = Annotated[
     Path | None,
     typer.Option(
         "--against",
-        help="Checkpoint file (from `isokron checkpoint`) the chain must contain.",
+        help="Signed checkpoint (from `isokron checkpoint`) the chain must extend.",
         exists=True,
         dir_okay=False,
         show_default=False,
@@ -34,15 +37,59 @@ AgainstOption = Annotated[
 ]
 
 
-def _load_checkpoints(path: Path | None) -> list[Checkpoint]:
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        help="The log's verifier key (`isokron log key show`); required with --against.",
+        show_default=False,
+    ),
+]
+WitnessOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness",
+        help="A witness's verifier key whose cosignature the checkpoint must carry "
+        "(repeat for several; see --quorum).",
+        show_default=False,
+    ),
+]
+QuorumOption = Annotated[
+    int | None,
+    typer.Option(
+        "--quorum",
+        min=1,
+        help="How many of the --witness keys must have cosigned (default: all of them).",
+        show_default=False,
+    ),
+]
+
+
+def _load_checkpoint(
+    path: Path | None, key: str | None, witnesses: list[str], quorum: int | None
+) -> LogCheckpoint | None:
+    """The signed checkpoint of --against, its log signature and k-of-n cosignatures checked."""
     if path is None:
-        return []
+        if key or witnesses or quorum:
+            raise ConfigError("--key, --witness and --quorum go with --against FILE")
+        return None
+    if not key:
+        raise ConfigError("--against needs --key VERIFIER_KEY (from `isokron log key show`)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ChainError(f"checkpoint file {path} is not JSON: {exc}") from None
-    items = data if isinstance(data, list) else [data]
-    return [Checkpoint.from_dict(item) for item in items]
+        checkpoint, note = open_checkpoint(path.read_bytes(), Verifier.parse(key))
+    except ChainError as exc:
+        raise ChainError(f"checkpoint file {path} refused: {exc}") from None
+    need = len(witnesses) if quorum is None else quorum
+    if need > len(witnesses):
+        raise ConfigError(f"--quorum {need} needs at least {need} --witness keys")
+    if need:
+        cosigned = verified_cosigners(note, [Verifier.parse(w) for w in witnesses])
+        if len(cosigned) < need:
+            raise ChainError(
+                f"checkpoint file {path} refused: {len(cosigned)} of the {len(witnesses)} "
+                f"named witnesses cosigned it, {need} required"
+            )
+    return checkpoint
 
 
 def verify(
@@ -60,37 +107,54 @@ def verify(
         ),
     ] = None,
     against: AgainstOption = None,
+    key: KeyOption = None,
+    witness: WitnessOption = None,
+    quorum: QuorumOption = None,
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Re-compute the hash chain and prove every state row against the event that last
-    recorded it (and the charter, scratchpad and constitution hashes).
+    """Re-compute the hash chain and the Merkle tree, prove every state row against the event
+    that last recorded it (and the charter, scratchpad and constitution hashes), and check a
+    signed checkpoint (--against) with its witnesses.
 
     Exits 1 and names the problems (a broken link, a gap in seq, a fork, an edited payload, an
     unchained erasure, a row changed, deleted or inserted outside the write operations: table,
-    key and columns) when anything does not verify.
+    key and columns; a tree node or checkpoint root that differs) when anything does not verify.
     """
-    _verify(workspace_id, bundle, against, dsn, data_dir, json_out)
+    _verify(
+        workspace_id, bundle, (against, key, list(witness or []), quorum), dsn, data_dir, json_out
+    )
 
 
 @boundary
 def _verify(
     workspace_id: str | None,
     bundle: Path | None,
-    against: Path | None,
+    against_args: tuple[Path | None, str | None, list[str], int | None],
     dsn: str | None,
     data_dir: Path | None,
     json_out: bool,
 ) -> None:
-    checkpoints = _load_checkpoints(against)
+    against = _load_checkpoint(*against_args)
+    checkpoints = [] if against is None else [against]
     rows: int | None = None  # state rows proven (in the database; a bundle's are in its report)
     if (workspace_id is None) == (bundle is None):
         raise ConfigError("give either a WORKSPACE to verify in the database or --bundle FILE")
     if bundle is not None:
-        report = verify_bundle(bundle, checkpoints)
-        ok, data = report.ok, {"bundle": str(bundle), "ok": report.ok, "chain": report.to_dict()}
-        findings = list(report.problems)
+        report = verify_bundle(bundle)
+        _, records = read_bundle(bundle)
+        extra = checkpoint_findings_from_leaves(
+            (leaf_hash(r.this_event_hash) for r in records), checkpoints
+        )
+        ok = report.ok and not extra
+        data = {
+            "bundle": str(bundle),
+            "ok": ok,
+            "chain": report.to_dict(),
+            "findings": [f.to_dict() for f in extra],
+        }
+        findings = list(report.problems) + extra
     else:
         assert workspace_id is not None
         target = resolve_target(dsn, data_dir)
@@ -98,11 +162,17 @@ def _verify(
             result = audit.verify_workspace(
                 target.dsns.admin,
                 workspace_id,
-                checkpoints=checkpoints,
                 progress=lambda n: status.update(f"verifying… {n:,} events"),
             )
-        report, ok, data = result.chain, result.ok, result.to_dict()
-        findings = list(report.problems) + list(result.findings)
+            status.update("re-deriving the Merkle tree…")
+            extra = verify_workspace_tree(target.dsns.admin, workspace_id, checkpoints)
+        report, ok = result.chain, result.ok and not extra
+        findings = list(report.problems) + list(result.findings) + extra
+        data = {
+            **result.to_dict(),
+            "ok": ok,
+            "findings": [f.to_dict() for f in (*result.findings, *extra)],
+        }
         rows = result.rows_checked
     if json_out:
         print_json(data)
@@ -157,26 +227,3 @@ def export(
             progress=lambda n: status.update(f"exporting… {n:,} events"),
         )
     out.print(f"exported {header.event_count:,} events of {workspace_id} to {output}")
-
-
-@boundary
-def checkpoint(
-    workspace_id: Annotated[str, typer.Argument(help="Workspace whose chain head to record.")],
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="File to write ('-' for stdout).")
-    ] = Path("-"),
-    dsn: DsnOption = None,
-    data_dir: DataDirOption = None,
-) -> None:
-    """Record the chain head (seq and hash) to keep outside the database.
-
-    `isokron verify --against FILE` then catches even a consistent rewrite of the chain.
-    """
-    target = resolve_target(dsn, data_dir)
-    cp = audit.make_checkpoint(target.dsns.admin, workspace_id)
-    text = json.dumps({"workspace_id": workspace_id, **cp.to_dict()}, indent=2) + "\n"
-    if str(output) == "-":
-        typer.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8")
-        out.print(f"checkpoint of {workspace_id} at seq {cp.seq} written to {output}")

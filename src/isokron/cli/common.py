@@ -10,17 +10,19 @@ import asyncio
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import psycopg
 import typer
 from rich.console import Console
 
 from isokron.errors import IsoKronError, RefusalError
-from isokron.substrate.dsn import SubstrateDSNs, validate_dsn
+from isokron.substrate.dsn import SubstrateDSNs, check_admin_dsn
 from isokron.substrate.embedded import DATA_DIR_ENV, default_data_dir, start_embedded
 
 DSN_ENV = "ISOKRON_DSN"
@@ -67,7 +69,7 @@ class Target:
 def resolve_target(dsn: str | None, data_dir: Path | None = None) -> Target:
     """The DSNs to use: the given admin DSN, or the embedded server (started if needed)."""
     if dsn:
-        admin = validate_dsn(dsn)
+        admin = check_admin_dsn(dsn)
         embedded = False
     else:
         admin = start_embedded(data_dir or default_data_dir())
@@ -98,9 +100,18 @@ def boundary(func: Callable[..., T]) -> Callable[..., T]:
             err.print(f"error: {one_line(exc.message)} ({exc.code})", markup=False)
             raise typer.Exit(1) from None
         except IsoKronError as exc:
-            err.print(f"error: {one_line(str(exc))}", markup=False)
+            err.print(
+                f"error: {one_line(_hint(str(exc), getattr(exc, 'sqlstate', None)))}", markup=False
+            )
             raise typer.Exit(1) from None
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
+        except psycopg.Error as exc:
+            message = _hint(str(exc), getattr(exc, "sqlstate", None))
+            err.print(f"error: {one_line(message)}", markup=False)
+            raise typer.Exit(1) from None
+        except RecursionError:
+            err.print("error: the input is nested too deeply", markup=False)
+            raise typer.Exit(1) from None
+        except (OSError, ValueError, OverflowError, json.JSONDecodeError) as exc:
             err.print(f"error: {one_line(str(exc))}", markup=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
@@ -110,9 +121,29 @@ def boundary(func: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+# SQLSTATEs whose server message alone does not say what the operator should do.
+_SQLSTATE_HINTS = {
+    "42P01": "the database has no IsoKron schema; run `isokron db upgrade` (or check --dsn)",
+    "3F000": "the database has no IsoKron schema; run `isokron db upgrade` (or check --dsn)",
+    "42501": "permission denied; operator commands need the admin (owner) DSN in --dsn",
+}
+
+
+def _hint(message: str, sqlstate: str | None) -> str:
+    hint = _SQLSTATE_HINTS.get(sqlstate or "")
+    first = message.splitlines()[0] if message.strip() else message
+    return f"{hint} ({first})" if hint else message
+
+
+# user:password@ inside any URL-shaped text: whatever a library puts in a message, a DSN's
+# password is never printed.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s@]*@", re.IGNORECASE)
+
+
 def one_line(text: str) -> str:
-    """``text`` on one line: driver messages (psycopg's hints) span several."""
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    """``text`` on one line (driver messages span several), any URL password masked."""
+    joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return _URL_PASSWORD.sub(r"\1:***@", joined)
 
 
 def print_json(data: Any) -> None:

@@ -8,7 +8,14 @@ import os
 import typer
 
 from isokron import __version__
-from isokron.cli import agent_cmds, audit_cmds, console_cmds, lifecycle_cmds, substrate_cmds
+from isokron.cli import (
+    agent_cmds,
+    audit_cmds,
+    console_cmds,
+    lifecycle_cmds,
+    log_cmds,
+    substrate_cmds,
+)
 from isokron.cli.common import boundary
 
 app = typer.Typer(
@@ -57,7 +64,11 @@ app.add_typer(lifecycle_cmds.actor_app, name="actor")
 app.command("maintain")(lifecycle_cmds.maintain)
 app.command("verify")(audit_cmds.verify)
 app.command("export")(audit_cmds.export)
-app.command("checkpoint")(audit_cmds.checkpoint)
+app.command("checkpoint")(log_cmds.checkpoint)
+app.add_typer(log_cmds.log_app, name="log")
+app.add_typer(log_cmds.prove_app, name="prove")
+app.command("verify-proof")(log_cmds.verify_proof)
+app.add_typer(log_cmds.witness_app, name="witness")
 app.command("serve")(agent_cmds.serve)
 app.command("context")(agent_cmds.context)
 app.command("demo")(agent_cmds.demo)

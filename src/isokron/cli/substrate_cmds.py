@@ -4,6 +4,7 @@ capability, token."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -353,6 +354,8 @@ def policy_set(
     """Set one policy value (chained as governance.policy.set)."""
     try:
         parsed = json.loads(value)
+    except RecursionError:
+        raise ConfigError("policy value is nested too deeply to be a policy value") from None
     except json.JSONDecodeError:
         raise ConfigError(
             f"policy value {value!r} is not JSON; quote strings: '\"{value}\"'"
@@ -452,6 +455,21 @@ def capability_set(
 
 
 # ---------------------------------------------------------------- token
+#: The longest lifetime a token may be given (a century); longer is a typo, not a plan.
+MAX_TOKEN_DAYS = 36_500
+
+
+def _expiry(days: float | None) -> datetime | None:
+    if days is None:
+        return None
+    if not math.isfinite(days) or not 0 < days <= MAX_TOKEN_DAYS:
+        raise ConfigError(
+            f"--expires-in-days must be more than 0 and at most {MAX_TOKEN_DAYS}, got {days!r}; "
+            "leave it out for a token that never expires"
+        )
+    return datetime.now(UTC) + timedelta(days=days)
+
+
 @token_app.command("issue")
 @boundary
 def token_issue(
@@ -459,15 +477,19 @@ def token_issue(
     actor_kind: Annotated[str, typer.Option(help="Actor kind the token acts as.")] = "kora",
     label: Annotated[str, typer.Option(help="A note to recognise the token by.")] = "",
     expires_in_days: Annotated[
-        float | None, typer.Option(help="Expire after this many days.", min=0)
+        float | None,
+        typer.Option(
+            help=f"Expire after this many days (more than 0, at most {MAX_TOKEN_DAYS}); "
+            "leave it out for a token that never expires.",
+        ),
     ] = None,
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Issue a service token. It is printed once; only its SHA-256 is stored."""
+    expires = _expiry(expires_in_days)
     target = resolve_target(dsn, data_dir)
-    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
 
     async def go(conn: Any) -> writes.IssuedToken:
         operator = await _operator(conn, workspace_id)

@@ -24,7 +24,8 @@ from isokron.gateway.governance import Governance
 from isokron.governance import arguments as a
 from isokron.governance.arguments import OperationArguments, describe_validation_error
 from isokron.governance.operations import DEFAULT_READ_LIMIT, TOOLS, tool_capability
-from isokron.substrate import reads, writes
+from isokron.substrate import reads, transparency, writes
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 #: Arguments every tool takes that are not part of what it writes or reads.
 CALL_ARGUMENTS = frozenset({"workspace_id", "idempotency_key"})
@@ -331,6 +332,47 @@ async def read_scratchpad(
     return {"scope": scope, "count": len(entries), "entries": [asdict(e) for e in entries]}
 
 
+async def prove_event_inclusion(
+    pool: asyncpg.Pool, principal: Principal, args: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Inclusion proof of one event against the latest checkpoint the log signed."""
+    workspace_id = principal.workspace_id
+    try:
+        async with pool.acquire() as conn:
+            checkpoint = await transparency.latest_checkpoint(conn, workspace_id)
+            return await transparency.prove_inclusion(
+                conn, workspace_id, int(args["seq"]), checkpoint
+            )
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+
+
+async def prove_log_consistency(
+    pool: asyncpg.Pool, principal: Principal, args: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Consistency proof between two checkpoints the log signed (default: to the latest)."""
+    workspace_id = principal.workspace_id
+    try:
+        async with pool.acquire() as conn:
+            first = await transparency.stored_checkpoint(conn, workspace_id, int(args["first"]))
+            second: transparency.StoredCheckpoint | None
+            if args.get("second") is None:
+                second = await transparency.latest_checkpoint(conn, workspace_id)
+            else:
+                second = await transparency.stored_checkpoint(
+                    conn, workspace_id, int(args["second"])
+                )
+            if first is None or second is None:
+                missing = args["first"] if first is None else args.get("second")
+                raise NotFoundError(
+                    f"the log signed no checkpoint at tree size {missing}; proofs go between "
+                    "signed checkpoints"
+                )
+            return await transparency.prove_consistency(conn, workspace_id, first, second)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+
+
 # ---------------------------------------------------------------------------- registry
 
 SPECS: dict[str, ToolSpec] = {
@@ -352,5 +394,7 @@ SPECS: dict[str, ToolSpec] = {
         ToolSpec("iso_link_create", prepare_link_create),
         ToolSpec("kora__decide_proposal", prepare_decide_proposal),
         ToolSpec("kora__decide_escalation", prepare_decide_escalation),
+        ToolSpec("kora__prove_event_inclusion", prepare_read, prove_event_inclusion),
+        ToolSpec("kora__prove_log_consistency", prepare_read, prove_log_consistency),
     )
 }

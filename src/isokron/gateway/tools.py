@@ -508,7 +508,45 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
             },
         )
 
+    async def kora__prove_event_inclusion(
+        ctx: Context,
+        seq: Annotated[
+            int, Field(ge=1, description="The event's seq in the chain (leaf index = seq - 1).")
+        ],
+        workspace_id: WorkspaceId = None,
+    ) -> CallToolResult:
+        """Auditors: an RFC 9162 inclusion proof that event `seq` is in the workspace's log,
+        against the latest checkpoint the operator signed. Returns tree_size, leaf_index,
+        leaf_hash, audit_path (lowercase hex) and the signed checkpoint; check it offline with
+        `isokron verify-proof FILE --key VERIFIER_KEY`."""
+        return await gateway.call(
+            "kora__prove_event_inclusion",
+            _request(ctx),
+            {"seq": seq, "workspace_id": workspace_id},
+        )
+
+    async def kora__prove_log_consistency(
+        ctx: Context,
+        first: Annotated[
+            int, Field(ge=1, description="Tree size of an earlier signed checkpoint.")
+        ],
+        second: Annotated[
+            int | None,
+            Field(ge=1, description="Tree size of a later signed checkpoint (default: latest)."),
+        ] = None,
+        workspace_id: WorkspaceId = None,
+    ) -> CallToolResult:
+        """Auditors: an RFC 9162 consistency proof that the log's tree at size `second` extends
+        the one at size `first` (both checkpoints the operator signed, included)."""
+        return await gateway.call(
+            "kora__prove_log_consistency",
+            _request(ctx),
+            {"first": first, "second": second, "workspace_id": workspace_id},
+        )
+
     reads = {
+        kora__prove_event_inclusion,
+        kora__prove_log_consistency,
         kora__read_agent_scratchpad,
         kora__read_kora_capability_row,
         kora__read_escalation_queue,
@@ -533,6 +571,8 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
         iso_link_create,
         kora__decide_proposal,
         kora__decide_escalation,
+        kora__prove_event_inclusion,
+        kora__prove_log_consistency,
     )
     tools = []
     for fn in functions:

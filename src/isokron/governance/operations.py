@@ -220,6 +220,9 @@ _TOOLS = (
     _write("iso_link_create", "cap_iso_link_create", "iso_link_create", "kora.link.created"),
     _write("kora__decide_proposal", "cap_decide_proposal", "decide_proposal", None),
     _write("kora__decide_escalation", "cap_decide_escalation", "decide_escalation", None),
+    # The transparency log (docs/chain.md §12): proofs for auditors, against signed checkpoints.
+    _read("kora__prove_event_inclusion", "cap_verify_chain"),
+    _read("kora__prove_log_consistency", "cap_verify_chain"),
 )  # fmt: skip
 
 #: The gateway's tools by name.

@@ -47,7 +47,9 @@ SELECT_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_o
 SELECT_HEAD_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.chain_head WHERE workspace_id = %s"
 SELECT_CHAIN_SQL = """
 SELECT tenant_id, seq, event_id, actor_id, event_type,
-       (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us,
+       -- an infinite occurred_at (forged) has no microsecond value: NULL, a finding not a crash
+       CASE WHEN isfinite(occurred_at)
+            THEN (extract(epoch FROM occurred_at) * 1000000)::bigint END AS occurred_at_us,
        payload_digest, prev_event_hash, this_event_hash,
        CASE WHEN payload_erased OR NOT %s THEN NULL ELSE payload::text END AS payload_text,
        (payload_erased OR sha256(convert_to(payload::text, 'UTF8')) = payload_digest) AS payload_ok

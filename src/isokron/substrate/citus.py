@@ -92,6 +92,10 @@ DISTRIBUTED_TABLES: tuple[str, ...] = (
     "isokron.quota_windows",
     "hivex_foundation.chain_head",
     "hivex_foundation.event_log",
+    "hivex_foundation.merkle_node",
+    "hivex_foundation.merkle_tree",
+    "hivex_foundation.log_keys",
+    "hivex_foundation.log_checkpoints",
 )
 ALL_TABLES: tuple[str, ...] = REFERENCE_TABLES + DISTRIBUTED_TABLES
 #: Tables whose only triggers refuse a change and read no table (the append-only guard), so

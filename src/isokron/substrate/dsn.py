@@ -71,7 +71,27 @@ def validate_dsn(dsn: str) -> str:
         _ = parts.port
     except ValueError as exc:
         raise ConfigError(f"the DSN's port is not a number: {exc}") from None
+    host = parts.hostname or ""
+    if any(ch.isspace() for ch in host):
+        # Never quote the DSN itself here: it may carry a password.
+        raise ConfigError("the DSN's host contains a space; write it as %20 or fix the host name")
     return dsn.strip()
+
+
+def check_admin_dsn(dsn: str) -> str:
+    """Refuse a reader or gateway DSN where the admin (owner) DSN is needed."""
+    user = unquote(urlsplit(validate_dsn(dsn)).username or "")
+    kinds = {READER_ROLE: "reader", GATEWAY_ROLE: "gateway"}
+    database = database_name(dsn)
+    if database:
+        roles = database_roles(database)
+        kinds.update({roles.reader: "reader", roles.gateway: "gateway"})
+    if user in kinds:
+        raise ConfigError(
+            f"--dsn names the {kinds[user]} role ({user}), which cannot run operator commands; "
+            "give the admin (owner) DSN"
+        )
+    return dsn
 
 
 def with_user(dsn: str, user: str, password: str | None = None) -> str:

@@ -40,7 +40,16 @@ def start_embedded(data_dir: Path | None = None, *, database: str = DEFAULT_DATA
     reach the same data; ``stop_embedded`` stops it.
     """
     pgdata = (data_dir or default_data_dir()).expanduser()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if pgdata.exists() and not pgdata.is_dir():
+        raise SubstrateUnavailableError(
+            f"the data directory {pgdata} is a file, not a directory; give another --data-dir"
+        )
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SubstrateUnavailableError(
+            f"cannot create the data directory {pgdata}: {exc}"
+        ) from None
     with _quiet_platformdirs():
         try:
             server = _get_server(pgdata)
