@@ -8,7 +8,7 @@ import os
 import typer
 
 from isokron import __version__
-from isokron.cli import agent_cmds, audit_cmds, substrate_cmds
+from isokron.cli import agent_cmds, audit_cmds, outbox_cmds, substrate_cmds
 from isokron.cli.common import boundary
 
 app = typer.Typer(
@@ -60,6 +60,7 @@ app.command("serve")(agent_cmds.serve)
 app.command("context")(agent_cmds.context)
 app.command("demo")(agent_cmds.demo)
 app.add_typer(agent_cmds.hermes_app, name="hermes")
+app.add_typer(outbox_cmds.outbox_app, name="outbox")
 app.add_typer(agent_cmds.proposal_app, name="proposal")
 app.add_typer(agent_cmds.escalation_app, name="escalation")
 

@@ -56,8 +56,10 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
 ) -> asyncpg.Pool:
-    """Create an asyncpg pool with the JSONB codec registered on every connection."""
+    """Create an asyncpg pool with the JSONB codec registered on every connection; ``timeout``
+    bounds each connection attempt, ``command_timeout`` each statement."""
     validate_dsn(dsn)
     try:
         pool = await asyncpg.create_pool(
@@ -65,7 +67,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            command_timeout=DEFAULT_COMMAND_TIMEOUT,
+            command_timeout=command_timeout,
             init=init_connection,
         )
     except Exception as exc:
