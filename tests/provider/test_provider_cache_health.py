@@ -1,4 +1,5 @@
-"""The TTL cache (injectable clock), the circuit breaker (log once per outage and per recovery), and the I/O loop."""
+"""The TTL cache (injectable clock), the circuit breaker (log once per outage and per
+recovery), and the I/O loop."""
 
 from __future__ import annotations
 

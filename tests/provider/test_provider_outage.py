@@ -94,7 +94,9 @@ def test_database_down_at_start_then_back(
         assert len(tagged(provider_logs, "[isokron.provider.gateway.recovered]", logging.INFO)) == 1
         # The session's system prompt said NOT VERIFIED: the turn context now carries the
         # verified identity (Hermes keeps a session's system prompt).
-        wait_until("charter re-read", lambda: provider.prefetch("hi").startswith(REVERIFIED_HEADING))
+        wait_until(
+            "charter re-read", lambda: provider.prefetch("hi").startswith(REVERIFIED_HEADING)
+        )
         assert "§1 Identity (Kora Role Charter v1)" in provider.prefetch("hi")
         provider.sync_turn("q4", "turn 4 used cap_append_event")
         summaries = [e["summary"] for e in scratchpad_rows(substrate.admin, ws.workspace_id)]

@@ -49,7 +49,6 @@ from isokron.provider import tools
 from isokron.provider.cache import Clock, TTLCache
 from isokron.provider.config import (
     IsoKronProviderConfig,
-    hermes_config_schema,
     load_config,
     save_config_file,
 )
@@ -66,6 +65,7 @@ from isokron.provider.prompt_block import (
 )
 from isokron.provider.reader import IdentityFailure, SubstrateReader
 from isokron.provider.reader import log as reader_log
+from isokron.provider.setup import config_schema, post_setup, status_config
 from isokron.provider.watchdog import Watchdog
 from isokron.provider.writes import (
     APPEND_EVENT_TOOL,
@@ -192,20 +192,33 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             config = self._explicit_config or load_config(hermes_home_default())
         except ConfigError as exc:
             self._log_once(
-                "available:config", logging.INFO, "[isokron.provider.unavailable] %s", exc
+                "available:config", logging.WARNING, "[isokron.provider.unavailable] %s", exc
             )
             return False
         if config.workspace_id is None:
             self._log_once(
                 "available:workspace",
-                logging.INFO,
-                "[isokron.provider.unavailable] no workspace: set ISOKRON_WORKSPACE_ID",
+                logging.WARNING,
+                "[isokron.provider.unavailable] no IsoKron workspace: set ISOKRON_WORKSPACE_ID "
+                "(in $HERMES_HOME/.env) or run `hermes memory setup isokron`; IsoKron is off",
             )
             return False
         return True
 
     def get_config_schema(self) -> list[dict[str, Any]]:
-        return hermes_config_schema()
+        """The settings ``hermes memory setup`` knows; ``env_var`` only on those still missing,
+        so ``hermes memory status`` never reports an optional setting as missing."""
+        return config_schema(hermes_home_default())
+
+    def get_status_config(self, provider_config: Any = None) -> dict[str, str]:
+        """What ``hermes memory status`` shows: each setting, its source, and a warning naming
+        the variable of a missing required setting."""
+        return status_config(hermes_home_default())
+
+    def post_setup(self, hermes_home: str, config: dict[str, Any]) -> None:
+        """``hermes memory setup isokron``: asks at a terminal; otherwise takes the environment
+        and prints what is missing and what to run (see :mod:`isokron.provider.setup`)."""
+        post_setup(hermes_home, config)
 
     def save_config(self, values: dict[str, Any], hermes_home: str) -> None:
         save_config_file(values, hermes_home)
@@ -229,9 +242,9 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             return
         workspace = kwargs.get("workspace_id") or config.workspace_id
         if not workspace:
-            log.error(
-                "[isokron.provider.no_workspace] no IsoKron workspace (set ISOKRON_WORKSPACE_ID); "
-                "IsoKron memory is off for this session"
+            log.warning(
+                "[isokron.provider.no_workspace] no IsoKron workspace: set ISOKRON_WORKSPACE_ID "
+                "(or run `hermes memory setup isokron`); IsoKron memory is off for this session"
             )
             return
         if workspace != config.workspace_id:

@@ -82,7 +82,9 @@ def stop_embedded(data_dir: Path | None = None) -> bool:
     if pid is None:
         _clear_handles(pgdata)
         return False
-    from pgserver._commands import pg_ctl  # lazily, like pgserver itself
+    from pgserver import _commands  # lazily, like pgserver itself
+
+    pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # made at import, per binary
 
     try:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user(), timeout=60)
