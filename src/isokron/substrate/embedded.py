@@ -145,7 +145,14 @@ def _quiet_platformdirs() -> Iterator[None]:
 
 def _get_server(pgdata: Path) -> Any:
     import pgserver  # imported lazily: it is only needed for the embedded default
+    from pgserver.postgres_server import PostgresServer
 
+    # pgserver keeps one handle per data directory per process and hands it out again even
+    # after the server was stopped (``isokron down``, a restart): forget a handle whose server
+    # is gone, so that this call starts it again.
+    cached = PostgresServer._instances.get(pgdata.expanduser().resolve())
+    if cached is not None and running_postmaster_pid(pgdata) is None:
+        PostgresServer._instances.pop(pgdata.expanduser().resolve(), None)
     return pgserver.get_server(pgdata, cleanup_mode=None)
 
 
