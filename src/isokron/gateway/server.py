@@ -141,15 +141,37 @@ class OutageAwareVerifier(GatewayTokenVerifier):
     token: the request is answered ``unavailable`` (see :class:`ExplainUnauthenticated`)."""
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        # The check runs as its own task and is abandoned after the timeout, rather than
+        # cancelled and awaited: a connection to a frozen server does not always let a
+        # cancellation through promptly. Its refusal reason is carried back to this context.
+        task = asyncio.ensure_future(self._check(token))
+        done, _ = await asyncio.wait({task}, timeout=AUTH_TIMEOUT_SECONDS)
+        if not done:
+            task.cancel()
+            task.add_done_callback(_forget)
+            return self._unavailable(f"no answer within {AUTH_TIMEOUT_SECONDS:.0f}s")
         try:
-            # asyncio.timeout, not wait_for: the check must run in this task, whose context
-            # carries the refusal reason to the reply.
-            async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
-                return await super().verify_token(token)
+            access, reason = task.result()
         except (SubstrateError, TimeoutError) as exc:
-            log.warning("[isokron.gateway.unavailable] token check: %s", exc)
-            unavailable_reason.set(str(exc) or "the database did not answer in time")
-            return None
+            return self._unavailable(str(exc) or exc.__class__.__name__)
+        refusal_reason.set(reason)
+        return access
+
+    async def _check(self, token: str) -> tuple[AccessToken | None, str | None]:
+        access = await super().verify_token(token)
+        return access, refusal_reason.get()
+
+    @staticmethod
+    def _unavailable(why: str) -> None:
+        log.warning("[isokron.gateway.unavailable] token check: the database failed: %s", why)
+        unavailable_reason.set(why)
+        return None
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    """Mark an abandoned task's outcome as seen (no 'exception never retrieved' report)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ExplainUnauthenticated:
