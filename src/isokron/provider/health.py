@@ -41,7 +41,6 @@ class Breaker:
         self.failures = 0
         self.outages = 0
         self.last_error: str | None = None
-        self.changed = threading.Event()
 
     @property
     def down(self) -> bool:
@@ -64,7 +63,6 @@ class Breaker:
             self.failures += 1
             self.last_error = text
         if first:
-            self.changed.set()
             self._log.error(
                 "[isokron.provider.%s.unavailable] %s; hooks carry on without it (cache and "
                 "outbox) and it is probed every %.1fs",
@@ -85,7 +83,6 @@ class Breaker:
             self.failures = 0
             self.last_error = None
         if since is not None:
-            self.changed.set()
             self._log.info(
                 "[isokron.provider.%s.recovered] reachable again after %.1fs (%d failed attempts)",
                 self.name,

@@ -277,7 +277,10 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             self._reader,
             self._writer if may_write else None,
             on_substrate_recovered=self._substrate_recovered,
+            gateway_needs_substrate=config.transport == "stdio",
         )
+        if self._writer is not None:
+            self._writer.wake = self._watchdog.wake
         self._watchdog.start()
         if self._agent_context != PRIMARY:
             log.info(

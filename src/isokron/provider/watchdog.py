@@ -9,6 +9,9 @@ Every :data:`~isokron.provider.health.PROBE_INTERVAL_SECONDS` it
   and its database answer again (within about a second), not after a back-off;
 * with nothing waiting and the gateway's breaker open, probes the gateway with one cheap read.
 
+A gateway the provider starts over stdio needs the database the reader uses: while that is
+down, the gateway is not probed (each probe would start a process that exits at once).
+
 Hooks never wait for the watchdog; it is the one place that waits on a dependency that is down.
 """
 
@@ -42,8 +45,10 @@ class Watchdog:
         *,
         on_substrate_recovered: Callable[[], None] | None = None,
         interval: float = PROBE_INTERVAL_SECONDS,
+        gateway_needs_substrate: bool = False,
     ) -> None:
         self._reader = reader
+        self._gateway_needs_substrate = gateway_needs_substrate
         self._writer = writer
         self._on_substrate_recovered = on_substrate_recovered
         self._interval = interval
@@ -98,6 +103,12 @@ class Watchdog:
         writer = self._writer
         if writer is None or self._stop.is_set():
             return
+        if self._gateway_needs_substrate and writer.breaker.down:
+            reader = self._reader
+            if reader is not None and reader.breaker.down:
+                # A gateway started over stdio needs the same database: while it is down, each
+                # attempt would start a gateway process that exits at once. Wait for it.
+                return
         if writer.pending:
             writer.flush(budget=FLUSH_BUDGET_SECONDS, force=True)
         elif writer.breaker.down:

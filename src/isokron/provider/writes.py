@@ -139,6 +139,8 @@ class ChainWriter:
         self._flush_lock = threading.Lock()
         self._results: OrderedDict[int, dict[str, Any] | GatewayRefusedError] = OrderedDict()
         self.delivered = 0
+        #: Called when a hook leaves a write to the background delivery (the watchdog's wake).
+        self.wake: Callable[[], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -158,8 +160,12 @@ class ChainWriter:
     ) -> dict[str, Any] | None:
         """Accept one write from a hook: on disk first, then delivered (with what waits before
         it) within ``timeout``. Returns the gateway's result, or None if it was refused or is
-        still waiting. Never raises. ``arguments`` must carry its ``idempotency_key``."""
+        still waiting. Never raises. ``arguments`` must carry its ``idempotency_key``.
+
+        With older writes waiting, the hook does not deliver them itself (that could take its
+        whole budget): it leaves them, and its own, to the watchdog, which keeps the order."""
         try:
+            ahead = self.pending
             item_id = self.outbox.add(self.workspace_id, tool, arguments, what)
         except OutboxFullError:
             log.error("[kora.chain.emit.failed] %s: not accepted, the outbox is full", what)
@@ -167,8 +173,10 @@ class ChainWriter:
         except OutboxError as exc:
             log.error("[kora.chain.emit.failed] %s: %s", what, exc)
             return None
-        if not self.breaker.should_try():
-            log.debug("[kora.chain.emit.queued] %s (gateway unavailable)", what)
+        if not self.breaker.should_try() or ahead:
+            log.debug("[kora.chain.emit.queued] %s (%d waiting before it)", what, ahead)
+            if self.wake is not None:
+                self.wake()
             return None
         outcome = self.flush(budget=self.timeout, until=item_id)
         if isinstance(outcome, dict):
