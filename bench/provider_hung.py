@@ -37,6 +37,7 @@ from isokron.substrate.migrate import upgrade
 
 HOOK_TIMEOUT_SECONDS = 2.0
 TTL_SECONDS = 60.0
+RATE_LIMIT_POLICY = "policy.kora_rate_limit_per_minute"
 
 
 class Clock:
@@ -62,6 +63,14 @@ async def _workspace(admin: str) -> tuple[str, str]:
         created = await writes.create_workspace(conn, "hung-bench", "hung database benchmark")
         issued = await writes.issue_token(
             conn, "hung-bench", created.operator_actor_id, created.actors["kora"], label="bench"
+        )
+        # The recovery figure is about the outbox, not about the per-minute write budget.
+        await writes.govern(
+            conn,
+            "set_policies",
+            "hung-bench",
+            created.operator_actor_id,
+            {"policies": [{"policy_key": RATE_LIMIT_POLICY, "policy_value": 100_000}]},
         )
         return "hung-bench", issued.token
     finally:
