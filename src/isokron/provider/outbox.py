@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -163,7 +164,6 @@ class Outbox:
             os.chmod(path, 0o600)  # arguments may hold what the agent wrote; keep them private
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open the IsoKron outbox at {path}: {exc}") from exc
-        self._lock_path = path.with_suffix(".lock")
 
     # ------------------------------------------------------------------ accepting writes
     def add(self, workspace_id: str, tool: str, arguments: dict[str, Any], what: str) -> int:
@@ -264,9 +264,11 @@ class Outbox:
             db.execute(MARK_ATTEMPT_SQL, (reason[:2000], not_before, item.id))
 
     @contextlib.contextmanager
-    def delivery_lock(self) -> Iterator[bool]:
-        """Across processes, one deliverer at a time; yields False if another one holds it."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    def delivery_lock(self, workspace_id: str) -> Iterator[bool]:
+        """Across processes, one deliverer of a workspace's writes at a time (so they go out
+        in order); yields False if another one holds it."""
+        tag = hashlib.sha256(workspace_id.encode("utf-8")).hexdigest()[:16]
+        fd = os.open(self.path.with_suffix(f".{tag}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -232,7 +232,7 @@ class ChainWriter:
         try:
             if until is not None and until in self._results:
                 return self._results[until]
-            with self.outbox.delivery_lock() as mine:
+            with self.outbox.delivery_lock(self.workspace_id) as mine:
                 if not mine:
                     return None  # another process is delivering this outbox
                 self._deliver(deadline, until)
