@@ -1,6 +1,6 @@
 """Chain cost: what the hash chain costs on write, and how fast it verifies.
 
-Appends: ``writes.write(pool, "append_event", ...)`` through the gateway role, from
+Appends: ``writes.write_with_token(pool, "append_event", ...)`` through the gateway role, from
 ``chain_concurrency`` connections at once, first all into one tenant (appends serialize on the
 tenant's chain head) and then one connection per tenant. Baseline: a plain INSERT of the same
 rows (copied from the appends) into a table with the same columns, keys and index but no
@@ -71,8 +71,8 @@ async def _append_run(
 
     async def worker(ws: BenchWorkspace) -> None:
         while time.perf_counter() < end:
-            result = await writes.write(
-                pool, "append_event", ws.workspace_id, ws.kora_id, APPEND_ARGS
+            result = await writes.write_with_token(
+                pool, "append_event", writes.token_sha256(ws.token), APPEND_ARGS
             )
             appended.append((ws.tenant_id, int(result["seq"])))
 
@@ -158,11 +158,11 @@ async def _build_chain(db: BenchDatabase, events: int) -> BenchWorkspace:
     pool = await connection.create_pool(db.dsns.gateway, min_size=1, max_size=2)
     try:
         half = events // 2
-        await preload(pool, ws.workspace_id, ws.kora_id, "append_event", event_item, half)
+        await preload(pool, ws.workspace_id, ws.token, "append_event", event_item, half)
         await preload(
             pool,
             ws.workspace_id,
-            ws.kora_id,
+            ws.token,
             "write_scratchpad_entry",
             scratchpad_item,
             events - half,
@@ -194,7 +194,9 @@ def _verify(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
         with psycopg.connect(admin) as conn, conn.transaction():
             tenant = audit._tenant_of(conn, ws.workspace_id)
             n = 0
-            for _ in audit.iter_chain(conn, tenant, with_payloads=False):
+            for _ in audit.iter_chain(
+                conn, tenant, workspace_id=ws.workspace_id, with_payloads=False
+            ):
                 n += 1
             return n
 
@@ -212,7 +214,8 @@ def _verify(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
     # The physical limit: SHA-256 over the exact hash-input bytes, already in memory.
     with psycopg.connect(admin) as conn, conn.transaction():
         tenant = audit._tenant_of(conn, ws.workspace_id)
-        inputs = [record_hash_input(r) for r in audit.iter_chain(conn, tenant, with_payloads=False)]
+        records = audit.iter_chain(conn, tenant, workspace_id=ws.workspace_id, with_payloads=False)
+        inputs = [record_hash_input(r) for r in records]
     sha256 = hashlib.sha256
 
     def bare() -> None:

@@ -230,7 +230,7 @@ async def _top_up(db: BenchDatabase, ws: BenchWorkspace, target: int) -> tuple[i
             await preload(
                 pool,
                 ws.workspace_id,
-                ws.kora_id,
+                ws.token,
                 "write_scratchpad_entry",
                 scratchpad_item,
                 target - have_sp,
@@ -240,7 +240,7 @@ async def _top_up(db: BenchDatabase, ws: BenchWorkspace, target: int) -> tuple[i
             await preload(
                 pool,
                 ws.workspace_id,
-                ws.kora_id,
+                ws.token,
                 "iso_node_create",
                 node_item,
                 target - have_nodes,

@@ -23,8 +23,8 @@ from bench.preload import scratchpad_item
 from bench.report import Row, Section, Target
 from bench.stats import latency_summary
 from bench.substrate import BenchDatabase, create_bench_workspace
+from isokron.governance.rules import Constitution
 from isokron.substrate import connection, reads, writes
-from isokron.substrate.constitution import Constitution
 
 TOOL = "kora__write_agent_scratchpad"
 

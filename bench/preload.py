@@ -1,6 +1,7 @@
 """Fill a workspace fast, through the substrate's own write operation.
 
-Items are written with ``writes.WRITE_SQL`` — the statement ``writes.write`` runs — pipelined
+Items are written with ``writes.WRITE_WITH_TOKEN_SQL`` — the statement the gateway role runs,
+presenting the SHA-256 of the writer's token — pipelined
 with asyncpg's ``executemany`` in batches, with ``synchronous_commit`` off for the loading
 connection only. Every item is a real, chained write (one event each); only the loading is
 faster than one round trip per write. Nothing loaded this way is timed.
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
+from isokron.governance.vocabulary import SCRATCHPAD_KINDS
 from isokron.substrate import writes
 
 BATCH = 500
@@ -27,7 +28,7 @@ def scratchpad_item(i: int) -> dict[str, Any]:
     """Arguments of a typical scratchpad entry (about 300 bytes of content)."""
     content = SENTENCE.format(i=i) + f" Item {i}: follow up with the operator tomorrow."
     return writes.scratchpad_args(
-        kind=writes.SCRATCHPAD_KINDS[i % len(writes.SCRATCHPAD_KINDS)],
+        kind=SCRATCHPAD_KINDS[i % len(SCRATCHPAD_KINDS)],
         summary=f"export order fix #{i}",
         content=content,
         visibility_scope="cross_agent_dereferenceable" if i % 4 == 0 else "own_only",
@@ -56,22 +57,24 @@ def event_item(i: int) -> dict[str, Any]:
 async def preload(
     pool: asyncpg.Pool,
     workspace_id: str,
-    actor_id: UUID,
+    token: str,
     op: str,
     make_args: Callable[[int], dict[str, Any]],
     count: int,
     *,
     start: int = 0,
 ) -> int:
-    """Write ``count`` items made by ``make_args(start..start+count-1)``; returns ``count``."""
+    """Write ``count`` items made by ``make_args(start..start+count-1)`` as the holder of
+    ``token``; returns ``count``."""
+    digest = writes.token_sha256(token)
     async with pool.acquire() as conn:
         await conn.execute("SET synchronous_commit = off")
         try:
             for lo in range(start, start + count, BATCH):
                 hi = min(lo + BATCH, start + count)
                 await conn.executemany(
-                    writes.WRITE_SQL,
-                    [(op, workspace_id, str(actor_id), make_args(i), None) for i in range(lo, hi)],
+                    writes.WRITE_WITH_TOKEN_SQL,
+                    [(digest, op, make_args(i), None, workspace_id) for i in range(lo, hi)],
                 )
         finally:
             await conn.execute("RESET synchronous_commit")

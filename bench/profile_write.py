@@ -3,7 +3,8 @@
 Two views that stay meaningful on a busy machine, because they count CPU, not wall time:
 
 1. Inside PostgreSQL: ``pg_stat_user_functions`` (``track_functions = all``) over serial
-   ``writes.write(..., "append_event", ...)`` calls: self time per substrate function, per write.
+   ``writes.write_with_token(..., "append_event", ...)`` calls: self time per substrate
+   function, per write.
 2. Per MCP call: CPU seconds of the client (this process), the server process and the
    database's backends, per ``kora__write_agent_scratchpad`` call over stdio and HTTP, and per
    reference ``create_entities`` call (psutil ``cpu_times`` deltas).
@@ -77,10 +78,11 @@ async def substrate_functions(db: BenchDatabase, ws: BenchWorkspace, n: int) -> 
     with psycopg.connect(db.dsns.admin, autocommit=True) as conn:
         conn.execute(f"ALTER DATABASE \"{db.name}\" SET track_functions = 'all'")
     pool = await connection.create_pool(db.dsns.gateway, min_size=1, max_size=1)
+    digest = writes.token_sha256(ws.token)
     try:
         async with pool.acquire() as c:
             for _ in range(100):
-                await writes.write(c, "append_event", ws.workspace_id, ws.kora_id, APPEND_ARGS)
+                await writes.write_with_token(c, "append_event", digest, APPEND_ARGS)
             await c.execute("SELECT pg_stat_force_next_flush()")
         await asyncio.sleep(1.2)  # let the warm-up's statistics land before the reset
         with psycopg.connect(db.dsns.admin, autocommit=True) as conn:
@@ -88,7 +90,7 @@ async def substrate_functions(db: BenchDatabase, ws: BenchWorkspace, n: int) -> 
         async with pool.acquire() as c:
             start = time.perf_counter()
             for _ in range(n):
-                await writes.write(c, "append_event", ws.workspace_id, ws.kora_id, APPEND_ARGS)
+                await writes.write_with_token(c, "append_event", digest, APPEND_ARGS)
             wall = time.perf_counter() - start
             await c.execute("SELECT pg_stat_force_next_flush()")
     finally:

@@ -22,6 +22,7 @@ from uuid import UUID
 import asyncpg
 import psycopg
 
+from isokron.governance.seeds import default_seed
 from isokron.substrate import writes
 from isokron.substrate.dsn import SubstrateDSNs, with_database
 from isokron.substrate.embedded import start_embedded, stop_embedded
@@ -34,6 +35,8 @@ UNLIMITED_POLICIES: dict[str, Any] = {
     "policy.kora_rate_limit_burst": 1_000_000_000,
     "policy.kora_max_nodes_per_minute": 1_000_000_000,
     "policy.kora_max_links_per_minute": 1_000_000_000,
+    "policy.kora_max_proposals_per_24h": 1_000_000_000,
+    "policy.kora_max_open_escalations": 1_000_000_000,
 }
 
 
@@ -119,7 +122,9 @@ def sibling_database(db: BenchDatabase) -> Iterator[BenchDatabase]:
 async def create_bench_workspace(admin: asyncpg.Connection, prefix: str) -> BenchWorkspace:
     """Create a seeded workspace, lift its rate limits and issue a token for Kora."""
     workspace_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    created = await writes.create_workspace(admin, workspace_id, f"bench {prefix}")
+    created = await writes.create_workspace(
+        admin, workspace_id, f"bench {prefix}", seed=default_seed()
+    )
     operator = created.operator_actor_id
     await writes.govern(
         admin,

@@ -12,9 +12,11 @@
     │   └── RoleCharterIntegrityError
     ├── ChainError                  the chain or its export is malformed
     └── RefusalError                an anticipated refusal with a stable ``code``
-                                    (unauthenticated, workspace_mismatch, capability_denied,
-                                    kill_switch, rate_limited, too_large,
-                                    constitution_denied, invalid_argument)
+                                    (REFUSAL_CODES: unauthenticated, actor_disabled,
+                                    workspace_mismatch, capability_denied, kill_switch,
+                                    rate_limited, quota_exceeded, too_large,
+                                    constitution_denied, invalid_argument, not_found,
+                                    conflict)
 
 Anticipated refusals carry a machine-readable ``code`` and a sentence a person can act on;
 anything else that escapes is a crash and is reported generically at the boundary.
@@ -35,6 +37,8 @@ REFUSAL_CODES = (
     "invalid_argument",
     "not_found",
     "conflict",
+    "actor_disabled",
+    "quota_exceeded",
 )
 
 
@@ -80,6 +84,10 @@ class NoActiveRoleCharterError(IdentityError):
 
 class RoleCharterIntegrityError(IdentityError):
     """The active role charter's content does not match its SHA-256 (or is NULL)."""
+
+
+class GovernanceIntegrityError(IdentityError):
+    """A policy value or capability row does not match the chain event that approved it."""
 
 
 class ChainError(IsoKronError):

@@ -104,9 +104,11 @@ def test_file_layout(tmp_path: Path) -> None:
         "event_count",
         "head_seq",
         "head_hash",
+        "state_rows",
     ]
     assert header["format"] == "isokron-chain-export"
-    assert header["version"] == 1
+    assert header["version"] == 2
+    assert header["state_rows"] is None  # written without a state section
     assert header["exported_at"] == "2025-01-16T08:00:00.000000Z"
     assert header["head_hash"] == chain[-1].this_event_hash.hex()
     assert list(first) == [
@@ -281,7 +283,7 @@ def _replace_line(line_no: int, text: str) -> Mutation:
         (_set(3, "occurred_at", "yesterday"), 3, "ISO-8601"),
         (_set(3, "payload_text", 5), 3, "payload_text"),
         (_set(1, "format", "something-else"), 1, "not an isokron chain export"),
-        (_set(1, "version", 2), 1, "version 2"),
+        (_set(1, "version", 3), 1, "version 3"),
         (_set(1, "head_hash", "00"), 1, "64 hex digits"),
         (_set(1, "tenant_id", "x"), 1, "not a UUID"),
     ],

@@ -1,8 +1,8 @@
 """CLI fixtures: run `isokron` in-process (Typer's CliRunner) against the test substrate.
 
 Commands get ``--dsn`` with the session substrate's admin DSN. Setup that an agent would do
-(kora's writes) goes straight through ``isokron_api.write`` with psycopg, so these tests need no
-event loop of their own: the commands run their own with ``asyncio.run``.
+(kora's writes) goes straight through the owner's ``isokron_api.write_as`` with psycopg, so these
+tests need no event loop of their own: the commands run their own with ``asyncio.run``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def sql(substrate: SubstrateDSNs) -> Iterator[Callable[..., Any]]:
     def run(statement: str, params: Sequence[Any] = (), *, replica: bool = False) -> Any:
         with conn.transaction():
             if replica:  # bypass the append-only trigger: tampering, for the tests that need it
+                # (on Citus the setting must reach the workers, where the shards' triggers fire)
+                conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
                 conn.execute("SET LOCAL session_replication_role = replica")
             cur = conn.execute(statement, params)
             row = cur.fetchone() if cur.description else None
@@ -59,11 +61,11 @@ def sql(substrate: SubstrateDSNs) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def agent_write(sql: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
-    """An agent write through the substrate's own entry point (as the gateway would call it)."""
+    """An agent write through the owner's entry point, naming the actor (the gateway's checks)."""
 
     def write(ws: CliWorkspace, op: str, args: dict[str, Any], kind: str = "kora") -> dict:
         return sql(
-            "SELECT isokron_api.write(%s, %s, %s::uuid, %s::jsonb, NULL)",
+            "SELECT isokron_api.write_as(%s, %s, %s::uuid, %s::jsonb, NULL)",
             (op, ws.workspace_id, ws.actors[kind], json.dumps(args)),
         )
 

@@ -68,7 +68,11 @@ def test_export_then_verify_the_bundle(
     out = cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle)).stdout
     assert f"exported 5 events of {cli_workspace.workspace_id}" in out
     lines = bundle.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 6 and json.loads(lines[0])["event_count"] == 5
+    header = json.loads(lines[0])
+    assert header["event_count"] == 5 and header["version"] == 2
+    # The events, then one line per live state row (the workspace's rows, provable offline).
+    assert len(lines) == 1 + 5 + header["state_rows"] and header["state_rows"] > 31 + 49
+    assert all("state_table" in json.loads(line) for line in lines[6:])
 
     # The bundle verifies with nothing but the file: no --dsn.
     assert "verified" in cli.ok("verify", "--bundle", str(bundle), dsn=False).stdout
@@ -78,9 +82,53 @@ def test_export_then_verify_the_bundle(
 
 def test_export_to_stdout_is_the_bundle(cli: Cli, cli_workspace: CliWorkspace) -> None:
     out = cli.ok("export", cli_workspace.workspace_id).stdout
-    header, *events = [json.loads(line) for line in out.splitlines()]
+    header, *lines = [json.loads(line) for line in out.splitlines()]
     assert header["format"] == "isokron-chain-export"
-    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert [e["seq"] for e in lines if "seq" in e] == [1, 2, 3, 4, 5]
+    assert sum("state_table" in e for e in lines) == header["state_rows"]
+
+
+def _rewrite(path: Path, target: Path, edit: Any) -> Path:
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    edit(lines)
+    target.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    return target
+
+
+def test_a_bundle_binds_its_header_and_its_state_rows(
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "chain.jsonl"
+    cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle))
+
+    def header_workspace(lines: list[dict[str, Any]]) -> None:
+        lines[0]["workspace_id"] = "someone-else"
+
+    def policy_value(lines: list[dict[str, Any]]) -> None:
+        row = next(x for x in lines if x.get("key") == "policy.kora_disabled")
+        row["values"][2] = "true"
+
+    def drop_capability(lines: list[dict[str, Any]]) -> None:
+        row = next(x for x in lines if x.get("state_table") == "public.kora_capability_matrix")
+        lines.remove(row)
+        lines[0]["state_rows"] -= 1
+
+    def forge_row(lines: list[dict[str, Any]]) -> None:
+        row = next(x for x in lines if x.get("key") == "policy.kora_disabled")
+        lines.append({**row, "key": "policy.forged"})
+        lines[0]["state_rows"] += 1
+
+    cases = {
+        "header_workspace": (header_workspace, "header_mismatch"),
+        "policy_value": (policy_value, "state_mismatch"),
+        "drop_capability": (drop_capability, "state_missing"),
+        "forge_row": (forge_row, "state_unrecorded"),
+    }
+    for name, (edit, kind) in cases.items():
+        edited = _rewrite(bundle, tmp_path / f"{name}.jsonl", edit)
+        result = cli("verify", "--bundle", str(edited), dsn=False)
+        assert result.exit_code == 1, name
+        assert kind in result.stderr, (name, result.stderr)
 
 
 def test_a_tampered_bundle_fails_verification(
@@ -163,3 +211,28 @@ def test_verify_needs_a_workspace_or_a_bundle(
     assert_clean_error(
         cli("verify", cli_workspace.workspace_id, "--bundle", str(bundle)), "give either"
     )
+
+
+def test_context_refuses_governance_and_identity_the_chain_does_not_vouch_for(
+    cli: Cli, make_cli_workspace: Callable[[str], CliWorkspace], sql: Callable[..., Any]
+) -> None:
+    # Issue 9: `isokron context` printed a forged §1-§3 and forged policy values.
+    ws = make_cli_workspace("ctx")
+    assert "§4" in cli.ok("context", ws.workspace_id).stdout
+    sql(
+        "UPDATE public.kora_policy_registry SET policy_value = 'true' "
+        "WHERE workspace_id = %s AND policy_key = 'policy.kora_disabled'",
+        (ws.workspace_id,),
+        replica=True,
+    )
+    assert_clean_error(cli("context", ws.workspace_id), "does not match the chain event")
+
+    other = make_cli_workspace("ctx2")
+    sql(
+        "UPDATE public.kora_role_charter SET content_jsonb = jsonb_set(content_jsonb, "
+        "'{sections,identity}', '\"I obey anyone\"') WHERE workspace_id = %s",
+        (other.workspace_id,),
+        replica=True,
+    )
+    shown = cli.ok("context", other.workspace_id).stdout
+    assert "NOT VERIFIED" in shown and "I obey anyone" not in shown

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cli_support import Cli, CliWorkspace, assert_clean_error
 
-from isokron.substrate.defaults import DEFAULT_CONSTITUTION_RULES
+from isokron.governance.seeds import DEFAULT_CONSTITUTION_RULES
 
 
 def test_show_prints_the_default_revision(cli: Cli, cli_workspace: CliWorkspace) -> None:

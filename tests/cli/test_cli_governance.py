@@ -11,7 +11,7 @@ from uuid import uuid4
 import pytest
 from cli_support import TOKEN_RE, Cli, CliWorkspace, assert_clean_error
 
-from isokron.substrate import defaults
+from isokron.governance import vocabulary as defaults
 
 
 def _events(sql: Callable[..., Any], ws: CliWorkspace) -> int:
@@ -324,4 +324,45 @@ def test_escalation_list_and_decide(
     assert_clean_error(
         cli("escalation", "decide", ws.workspace_id, other["escalation_id"], "yes"),
         "approve or reject",
+    )
+
+
+def test_escalation_list_and_show_print_the_held_operation_with_secrets_redacted(
+    cli: Cli, cli_workspace: CliWorkspace, agent_write: Callable[..., dict]
+) -> None:
+    ws = cli_workspace
+    secret = "wsk_" + "A1b2C3d4E5" * 4
+    held = agent_write(
+        ws,
+        "raise_escalation",
+        {
+            "tool": "iso_node_create",
+            "reason": "bulk deletion wording",
+            "request": {
+                "op": "iso_node_create",
+                "args": {"node_type": "fact", "title": "delete all notes", "content": secret},
+            },
+        },
+        kind="critic",
+    )
+    listed = cli.ok("escalation", "list", ws.workspace_id).stdout
+    assert "iso_node_create" in listed and "critic" in listed and secret not in listed
+    shown = cli.ok("escalation", "show", ws.workspace_id, held["escalation_id"]).stdout
+    assert "iso_node_create" in shown and "delete all notes" in shown
+    assert secret not in shown and "[REDACTED]" in shown
+    data = cli.json("escalation", "show", ws.workspace_id, held["escalation_id"])
+    assert data["raised_by"] == "critic"
+    assert data["held"] == {
+        "op": "iso_node_create",
+        "args": {"node_type": "fact", "title": "delete all notes", "content": "[REDACTED]"},
+    }
+    # critic lacks cap_iso_node_create: approving is refused unless the operator overrides.
+    refused = cli("escalation", "decide", ws.workspace_id, held["escalation_id"], "approve")
+    assert_clean_error(refused, "cap_iso_node_create")
+    decided = cli.json(
+        "escalation", "decide", ws.workspace_id, held["escalation_id"], "approve", "--override"
+    )
+    assert decided["override"] is True and decided["applied"]["node_id"]
+    assert_clean_error(
+        cli("escalation", "show", ws.workspace_id, "not-a-uuid"), "is not an escalation id"
     )

@@ -17,6 +17,7 @@ import pytest
 from cli_support import CLEAN_ENV, Cli
 from yoyo import read_migrations
 
+from isokron.substrate.dsn import database_name, database_roles
 from isokron.substrate.migrate import migrations_dir
 
 ISOKRON = str(Path(sys.executable).with_name("isokron"))
@@ -37,7 +38,8 @@ def test_up_on_a_fresh_database_migrates_and_creates_the_demo_workspace(
     info = cli.json("up", dsn=dsn)
     assert info["workspace"] == "demo" and info["workspace_created"] is False
     assert info["embedded"] is False
-    assert info["reader_dsn"].startswith("postgresql://isokron_reader@")
+    reader_role = database_roles(database_name(dsn)).reader
+    assert info["reader_dsn"].startswith(f"postgresql://{reader_role}@")
 
     assert [w["workspace_id"] for w in cli.json("workspace", "list", dsn=dsn)] == ["demo"]
     verified = cli.json("verify", "demo", dsn=dsn)

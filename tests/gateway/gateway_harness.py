@@ -33,6 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import CallToolResult
 
+from isokron.governance.seeds import default_seed
 from isokron.substrate import writes
 from isokron.substrate.dsn import SubstrateDSNs
 
@@ -40,6 +41,8 @@ CLIENT_TIMEOUT_SECONDS = 60.0
 START_TIMEOUT_SECONDS = 60.0
 
 DENIED = "gateway.write.denied"
+BURST_POLICY = "policy.kora_rate_limit_burst"
+LIFTED_BURST = 1_000_000
 TOKEN_OF_NOBODY = "wsk_" + "Q" * 40  # well-formed, never issued
 
 
@@ -67,9 +70,10 @@ def free_port() -> int:
 class HttpGateway:
     """``python -m isokron.gateway --transport http`` as a subprocess on a free port."""
 
-    def __init__(self, dsns: SubstrateDSNs, log_path: Path) -> None:
+    def __init__(self, dsns: SubstrateDSNs, log_path: Path, *extra_args: str) -> None:
         self.dsns = dsns
         self.log_path = log_path
+        self.extra_args = extra_args
         self.port = 0
         self._process: asyncio.subprocess.Process | None = None
 
@@ -86,7 +90,9 @@ class HttpGateway:
         log = self.log_path.open("ab")
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
-            *gateway_args(self.dsns, "--transport", "http", "--port", str(self.port)),
+            *gateway_args(
+                self.dsns, "--transport", "http", "--port", str(self.port), *self.extra_args
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -240,10 +246,19 @@ async def make_tenant(admin_pool: asyncpg.Pool, prefix: str) -> Tenant:
     """Create and seed a workspace and issue a kora and an operator token."""
     ws_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
     async with admin_pool.acquire() as conn:
-        created = await writes.create_workspace(conn, ws_id, f"Test {ws_id}")
+        created = await writes.create_workspace(conn, ws_id, f"Test {ws_id}", seed=default_seed())
         operator = created.operator_actor_id
         kora = await writes.issue_token(conn, ws_id, operator, created.actors["kora"])
         op = await writes.issue_token(conn, ws_id, operator, operator)
+        # Tests call faster than an agent may write: lift the per-second burst (the tests of
+        # the burst set it on purpose).
+        await writes.govern(
+            conn,
+            "set_policies",
+            ws_id,
+            operator,
+            {"policies": [{"policy_key": BURST_POLICY, "policy_value": LIFTED_BURST}]},
+        )
     return Tenant(ws_id, operator, created.actors, kora.token, op.token)
 
 

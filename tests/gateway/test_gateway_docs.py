@@ -19,7 +19,7 @@ import pytest
 from gateway_harness import Session, stdio_gateway_client
 from mcp_types import Tool
 
-from isokron.substrate.defaults import TOOL_CAPABILITIES
+from isokron.governance.operations import TOOLS
 from isokron.substrate.dsn import SubstrateDSNs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "gateway.md"
@@ -54,7 +54,7 @@ def render(tools: list[Tool]) -> str:
         lines += [
             f"### `{tool.name}`",
             "",
-            f"*{kind} · capability `{TOOL_CAPABILITIES[tool.name]}`*",
+            f"*{kind} · capability `{TOOLS[tool.name].capability}`*",
             "",
             tool.description or "",
             "",

@@ -92,6 +92,8 @@ async def test_eight_concurrent_writers_keep_one_unbroken_chain(
 ) -> None:
     tenant = await make_tenant(admin_pool, "busy")
     await set_policy(admin_pool, tenant, "policy.kora_rate_limit_per_minute", 100000)
+    # 40 nodes in well under a minute by one actor: lift its per-type quota too.
+    await set_policy(admin_pool, tenant, "policy.kora_max_nodes_per_minute", 100000)
     http = Gateways("http", substrate, tmp_path)
     stdio = Gateways("stdio", substrate, tmp_path)
     await http.start()

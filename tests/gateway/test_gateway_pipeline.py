@@ -27,8 +27,9 @@ from isokron.gateway.governance import Governance, build_governance, flag
 from isokron.gateway.pipeline import MAX_JSON_DEPTH, Stage, text_problem
 from isokron.gateway.results import ERROR_CODES, error, success
 from isokron.gateway.tools import build_tools
-from isokron.substrate.constitution import default_constitution
-from isokron.substrate.defaults import CAPABILITIES, DEFAULT_POLICIES
+from isokron.governance.capabilities import CAPABILITIES
+from isokron.governance.policies import POLICIES as DEFAULT_POLICIES
+from isokron.governance.rules import default_constitution
 from isokron.substrate.models import CapabilityRow, PolicyEntry
 from isokron.substrate.writes import new_token
 
@@ -246,7 +247,8 @@ def test_inactive_token_records_are_refused(status: str, words: str) -> None:
     }
     with pytest.raises(RefusalError) as refused:
         principal_from_record(record, "wsk_AbCdEfGh")
-    assert refused.value.code == "unauthenticated" and words in refused.value.message
+    expected = "actor_disabled" if status == "actor_disabled" else "unauthenticated"
+    assert refused.value.code == expected and words in refused.value.message
     with pytest.raises(RefusalError):
         principal_from_record(None, "wsk_AbCdEfGh")
     assert principal_from_record({**record, "status": "active"}, "x").workspace_id == "ws-a"

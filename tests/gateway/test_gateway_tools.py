@@ -18,7 +18,7 @@ from gateway_harness import (
 )
 
 from isokron.gateway.operations import SPECS
-from isokron.substrate.defaults import TOOL_CAPABILITIES
+from isokron.governance.operations import TOOLS
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ async def test_lists_every_tool_with_a_schema(gateways: Gateways, tenant: Tenant
     session = await gateways.session(tenant.kora_token)
     listed = (await session.client.list_tools()).tools
     names = {tool.name for tool in listed}
-    assert names == set(SPECS) == set(TOOL_CAPABILITIES)
+    assert names == set(SPECS) == set(TOOLS)
     for tool in listed:
         assert tool.description and len(tool.description) > 40, tool.name
         assert tool.input_schema["type"] == "object"

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from isokron.chain import verify_records
+from isokron.governance.seeds import default_seed
 from isokron.provider import IsoKronProviderConfig
 from isokron.substrate import reads, writes
 from isokron.substrate.audit import iter_chain, verify_workspace
@@ -32,9 +33,8 @@ from isokron.substrate.dsn import SubstrateDSNs
 EVENTS_SQL = """
 SELECT el.seq, el.event_type, el.payload, a.actor_kind
 FROM hivex_foundation.event_log el
-JOIN hivex_foundation.tenant t ON t.tenant_id = el.tenant_id
-LEFT JOIN public.actor_registry a ON a.workspace_id = t.clerk_org_id AND a.actor_id = el.actor_id
-WHERE t.clerk_org_id = $1
+LEFT JOIN public.actor_registry a ON a.workspace_id = el.workspace_id AND a.actor_id = el.actor_id
+WHERE el.workspace_id = $1
 ORDER BY el.seq
 """
 ENTRIES_SQL = """
@@ -66,7 +66,9 @@ async def _create(admin: str, prefix: str) -> KoraWorkspace:
     conn = await connect(admin)
     try:
         ws_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        created = await writes.create_workspace(conn, ws_id, f"Provider test {ws_id}")
+        created = await writes.create_workspace(
+            conn, ws_id, f"Provider test {ws_id}", seed=default_seed()
+        )
         kora = created.actors["kora"]
         issued = await writes.issue_token(
             conn, ws_id, created.operator_actor_id, kora, label="provider tests"
@@ -126,12 +128,15 @@ def assert_chain_verifies(admin: str, workspace_id: str) -> int:
     import psycopg
 
     with psycopg.connect(admin) as conn, conn.transaction():
-        conn.execute("SELECT set_config('app.current_workspace_id', %s, true)", (workspace_id,))
+        conn.execute(
+            "SELECT isokron.set_local('app.current_workspace_id', %s, true)", (workspace_id,)
+        )
         tenant = conn.execute(
             "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = %s", (workspace_id,)
         ).fetchone()[0]
         report = verify_records(
-            iter_chain(conn, tenant, with_payloads=True), expected_tenant=tenant
+            iter_chain(conn, tenant, workspace_id=workspace_id, with_payloads=True),
+            expected_tenant=tenant,
         )
     assert report.ok, report.to_dict()
     assert report.events_checked == audit.chain.events_checked
@@ -217,7 +222,7 @@ def admin_execute(admin: str, workspace_id: str, sql: str, *args: Any) -> str:
         try:
             async with conn.transaction():
                 await conn.execute(
-                    "SELECT set_config('app.current_workspace_id', $1, true)", workspace_id
+                    "SELECT isokron.set_local('app.current_workspace_id', $1, true)", workspace_id
                 )
                 return await conn.execute(sql, *args)
         finally:

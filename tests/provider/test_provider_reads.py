@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 from provider_helpers import admin_execute, govern, scratchpad_rows, tagged
 
 from isokron.provider import cache as names
@@ -170,6 +171,7 @@ def test_prefetch_recalls_nodes_sharing_words_with_the_message(
     assert provider.prefetch("", session_id="") == ""
 
 
+@pytest.mark.policy_effect("policy.kora_cache_ttl_seconds")
 def test_the_workspace_policy_caps_the_cache_ttl(
     substrate: SubstrateDSNs, kora_workspace, make_provider
 ) -> None:

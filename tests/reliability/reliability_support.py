@@ -30,6 +30,7 @@ import asyncpg
 from mcp_types import CallToolResult
 
 from isokron.gateway.results import ERROR_CODES
+from isokron.governance.seeds import default_seed
 from isokron.substrate import writes
 
 SOAK_ENV = "ISOKRON_SOAK"
@@ -148,6 +149,20 @@ class Tenant:
     operator_token: str
 
 
+#: Load and fault tests write far faster than an agent may: their tenants lift the per-second,
+#: per-type and daily quotas (tests of those quotas set them on purpose).
+LIFTED_QUOTAS = [
+    {"policy_key": key, "policy_value": 1_000_000}
+    for key in (
+        "policy.kora_rate_limit_burst",
+        "policy.kora_max_nodes_per_minute",
+        "policy.kora_max_links_per_minute",
+        "policy.kora_max_proposals_per_24h",
+        "policy.kora_max_open_escalations",
+    )
+]
+
+
 async def make_tenant(
     admin_pool: asyncpg.Pool, prefix: str, *, rate_limit: int = RATE_LIMIT_FOR_TESTS
 ) -> Tenant:
@@ -155,7 +170,9 @@ async def make_tenant(
     operator would with ``isokron policy set``)."""
     ws_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
     async with admin_pool.acquire() as conn:
-        created = await writes.create_workspace(conn, ws_id, f"Reliability {ws_id}")
+        created = await writes.create_workspace(
+            conn, ws_id, f"Reliability {ws_id}", seed=default_seed()
+        )
         operator = created.operator_actor_id
         kora = await writes.issue_token(conn, ws_id, operator, created.actors["kora"])
         op = await writes.issue_token(conn, ws_id, operator, operator)
@@ -166,7 +183,8 @@ async def make_tenant(
             operator,
             {
                 "policies": [
-                    {"policy_key": "policy.kora_rate_limit_per_minute", "policy_value": rate_limit}
+                    {"policy_key": "policy.kora_rate_limit_per_minute", "policy_value": rate_limit},
+                    *LIFTED_QUOTAS,
                 ]
             },
         )

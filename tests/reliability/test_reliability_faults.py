@@ -49,14 +49,14 @@ from reliability_support import (
 from isokron.provider import IsoKronMemoryProvider, IsoKronProviderConfig
 from isokron.substrate import connection
 from isokron.substrate.audit import verify_workspace
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import SubstrateDSNs, database_roles
 from isokron.substrate.embedded import start_embedded, stop_embedded
 from isokron.substrate.migrate import upgrade
 
 SECTION = "faults"
 BLOCKED_GATEWAY_BACKENDS_SQL = """
 SELECT pid FROM pg_stat_activity
-WHERE datname = current_database() AND usename = 'isokron_gateway'
+WHERE datname = current_database() AND usename = $1
   AND wait_event_type = 'Lock' AND state = 'active'
 ORDER BY pid
 """
@@ -69,10 +69,20 @@ SELECT count(*) FROM isokron.idempotency_keys WHERE workspace_id = $1 AND idempo
 POLL_ATTEMPTS = 600  # x 0.05 s: bounds for polling, never asserted on
 
 
+async def _gateway_role(admin_pool: asyncpg.Pool) -> str:
+    """This database's gateway role (roles are named per database)."""
+    return database_roles(await admin_pool.fetchval("SELECT current_database()")).gateway
+
+
 async def _wait_for_blocked(admin_pool: asyncpg.Pool, n: int) -> list[int]:
     """Pids of gateway backends waiting on a lock, once there are ``n`` of them."""
     for _ in range(POLL_ATTEMPTS):
-        pids = [r["pid"] for r in await admin_pool.fetch(BLOCKED_GATEWAY_BACKENDS_SQL)]
+        pids = [
+            r["pid"]
+            for r in await admin_pool.fetch(
+                BLOCKED_GATEWAY_BACKENDS_SQL, await _gateway_role(admin_pool)
+            )
+        ]
         if len(pids) >= n:
             return pids
         await asyncio.sleep(0.05)

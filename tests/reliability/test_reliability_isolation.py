@@ -35,7 +35,7 @@ from reliability_support import (
 from isokron.gateway.operations import SPECS
 from isokron.provider import IsoKronMemoryProvider, IsoKronProviderConfig
 from isokron.substrate import connection, writes
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import SubstrateDSNs, database_name, database_roles
 
 SECTION = "isolation"
 RLS_TABLES_SQL = """
@@ -265,8 +265,8 @@ GATEWAY_EVENT_LOG_ATTEMPTS = {
     "DELETE event_log": "DELETE FROM hivex_foundation.event_log WHERE tenant_id = $1",
     "TRUNCATE event_log": "TRUNCATE hivex_foundation.event_log",
     "UPDATE chain_head": "UPDATE hivex_foundation.chain_head SET last_seq = 0 WHERE tenant_id = $1",
-    "append_chain_event()": "SELECT (hivex_foundation.append_chain_event($1, gen_random_uuid(), "
-    "'kora.forged.event', '{}'::jsonb)).seq",
+    "append_chain_event()": "SELECT hivex_foundation.append_chain_event($1, gen_random_uuid(), "
+    "'kora.forged.event', '{}'::jsonb) ->> 'seq'",
     "erase_event_payload()": "SELECT hivex_foundation.erase_event_payload($1, 1, 'x')",
 }
 
@@ -328,7 +328,8 @@ async def test_documented_limits(
         tx = conn.transaction()
         await tx.start()
         try:
-            await conn.execute("SET LOCAL ROLE isokron_owner")
+            owner = database_roles(database_name(substrate.admin)).owner
+            await conn.execute(f'SET LOCAL ROLE "{owner}"')
             await conn.execute(
                 "ALTER TABLE hivex_foundation.event_log DISABLE TRIGGER event_log_append_only"
             )

@@ -46,8 +46,8 @@ FROM hivex_foundation.event_log WHERE tenant_id = %s ORDER BY seq
 """
 INSERT_EVENT_SQL = """
 INSERT INTO hivex_foundation.event_log (tenant_id, seq, event_id, actor_id, event_type, payload,
-    payload_digest, occurred_at, prev_event_hash, this_event_hash)
-VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)
+    payload_digest, occurred_at, prev_event_hash, this_event_hash, workspace_id)
+VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)
 """
 RESEAL_SQL = """
 UPDATE hivex_foundation.event_log SET payload = %s::jsonb, payload_digest = %s,
@@ -176,6 +176,7 @@ def _insert(c: Chain, record: Any) -> None:
             us_to_datetime(record.occurred_at_us),
             record.prev_event_hash,
             record.this_event_hash,
+            c.workspace_id,
         ),
     )
 
@@ -318,7 +319,7 @@ def chain(cli: Cli, substrate: SubstrateDSNs) -> Iterator[Chain]:
 
         def write(op: str, args: dict[str, Any]) -> None:
             conn.execute(
-                "SELECT isokron_api.write(%s, %s, %s::uuid, %s::jsonb, NULL)",
+                "SELECT isokron_api.write_as(%s, %s, %s::uuid, %s::jsonb, NULL)",
                 (op, ws_id, kora, json.dumps(args)),
             )
 
@@ -382,6 +383,8 @@ def _bundle_reseal(lines: list[dict[str, Any]], chain: Chain) -> None:
     """Rewrite event 7 in the file and recompute every later hash and the header."""
     prev = bytes.fromhex(lines[6]["this_event_hash"])
     for line in lines[7:]:
+        if "seq" not in line:
+            break  # the state lines follow the events
         text = '{"i": "rewritten"}' if line["seq"] == 7 else line["payload_text"]
         record = make_record(
             prev_event_hash=prev,

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 
 KEY_COLUMNS = ("workspace_id", "clerk_org_id", "tenant_id")
 # public.workspaces is keyed by its own id (the workspace id); it has none of KEY_COLUMNS.
@@ -36,7 +36,7 @@ KNOWN_KEYED = {
     "kronicle.escalations",
     "isokron.service_tokens",
     "isokron.idempotency_keys",
-    "isokron.rate_limit_windows",
+    "isokron.quota_windows",
 }
 
 SELECT_KEYED_TABLES_SQL = """
@@ -125,7 +125,7 @@ def test_every_workspace_keyed_table_has_rls_enabled_and_forced(
 
 
 def test_every_workspace_keyed_table_has_a_workspace_isolation_policy(
-    keyed_tables: list[dict[str, Any]],
+    keyed_tables: list[dict[str, Any]], roles: DatabaseRoles
 ) -> None:
     for t in keyed_tables:
         policies = {p["polname"]: p for p in t["policies"]}
@@ -137,7 +137,7 @@ def test_every_workspace_keyed_table_has_a_workspace_isolation_policy(
         # Only the owner may opt in to seeing every workspace; no policy may be wide open.
         for name, p in policies.items():
             if name != "workspace_isolation":
-                assert p["roles"] == ["isokron_owner"], (t["name"], name, p["roles"])
+                assert p["roles"] == [roles.owner], (t["name"], name, p["roles"])
             assert p["using_expr"] not in (None, "true"), (t["name"], name)
 
 

@@ -15,7 +15,8 @@ from isokron.substrate.dsn import SubstrateDSNs
 
 WORKERS = 8
 EVENTS_PER_WORKER = 50
-SEED_EVENTS = 5  # create_workspace: workspace, charter, policies, capabilities, constitution
+# create_workspace: workspace, charter, policies, capabilities, constitution; then kora's token.
+SEED_EVENTS = 6
 
 SELECT_EVENTS_SQL = """
 SELECT seq, event_type, payload, prev_event_hash, this_event_hash
@@ -30,21 +31,26 @@ async def gateway_pool(substrate: SubstrateDSNs) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-async def _append_many(
-    pool: asyncpg.Pool, ws: writes.CreatedWorkspace, worker: int
-) -> list[dict[str, Any]]:
+async def _append_many(pool: asyncpg.Pool, token_hash: bytes, worker: int) -> list[dict[str, Any]]:
     results = []
     for i in range(EVENTS_PER_WORKER):
         results.append(
-            await writes.write(
+            await writes.write_with_token(
                 pool,
                 "append_event",
-                ws.workspace_id,
-                ws.actors["kora"],
+                token_hash,
                 {"event_type": "kora.load.appended", "payload": {"worker": worker, "i": i}},
             )
         )
     return results
+
+
+async def _kora_token(admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace) -> bytes:
+    async with admin_pool.acquire() as conn:
+        issued = await writes.issue_token(
+            conn, ws.workspace_id, ws.operator_actor_id, ws.actors["kora"]
+        )
+    return writes.token_sha256(issued.token)
 
 
 async def _chain(admin_pool: asyncpg.Pool, tenant_id: UUID) -> list[asyncpg.Record]:
@@ -64,7 +70,10 @@ async def test_eight_connections_appending_to_one_tenant_make_one_gapless_chain(
     substrate: SubstrateDSNs,
 ) -> None:
     ws = await make_workspace("conc-one")
-    per_worker = await asyncio.gather(*(_append_many(gateway_pool, ws, w) for w in range(WORKERS)))
+    token = await _kora_token(admin_pool, ws)
+    per_worker = await asyncio.gather(
+        *(_append_many(gateway_pool, token, w) for w in range(WORKERS))
+    )
 
     total = SEED_EVENTS + WORKERS * EVENTS_PER_WORKER
     seqs = sorted(r["seq"] for results in per_worker for r in results)
@@ -97,7 +106,8 @@ async def test_eight_tenants_in_parallel_each_get_their_own_gapless_chain(
     substrate: SubstrateDSNs,
 ) -> None:
     workspaces = [await make_workspace(f"conc-{n}") for n in range(WORKERS)]
-    await asyncio.gather(*(_append_many(gateway_pool, ws, n) for n, ws in enumerate(workspaces)))
+    tokens = [await _kora_token(admin_pool, ws) for ws in workspaces]
+    await asyncio.gather(*(_append_many(gateway_pool, tokens[n], n) for n in range(WORKERS)))
 
     total = SEED_EVENTS + EVENTS_PER_WORKER
     for n, ws in enumerate(workspaces):

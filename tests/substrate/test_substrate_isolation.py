@@ -6,27 +6,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import asyncpg
 import pytest
 
+from isokron.governance.seeds import default_seed
 from isokron.substrate import connection, writes
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 
 KEY_COLUMNS = ("workspace_id", "clerk_org_id", "tenant_id")
+QUOTA_ROWS = [{"bucket": "writes", "limit": 60, "window_seconds": 60}]
 # Tables the reader must not read at all (secrets' metadata and gateway bookkeeping).
 READER_INVISIBLE = {
     "isokron.service_tokens",
     "isokron.idempotency_keys",
-    "isokron.rate_limit_windows",
+    "isokron.quota_windows",
 }
 
 SELECT_KEYED_TABLES_SQL = """
 SELECT n.nspname AS schema_name, c.relname AS table_name,
        (array_agg(a.attname::text ORDER BY array_position($2::text[], a.attname::text)))[1]
            AS key_column,
-       has_table_privilege('isokron_reader', c.oid, 'SELECT') AS reader_can_select
+       has_table_privilege($3, c.oid, 'SELECT') AS reader_can_select
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -72,11 +74,14 @@ class World:
 async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: str) -> Any:
     ws_id = f"{prefix}-{uuid4().hex[:8]}"
     async with admin.acquire() as conn:
-        ws = await writes.create_workspace(conn, ws_id, f"Isolation {prefix}")
+        ws = await writes.create_workspace(conn, ws_id, f"Isolation {prefix}", seed=default_seed())
     kora, operator = ws.actors["kora"], ws.operator_actor_id
+    async with admin.acquire() as conn:
+        issued = await writes.issue_token(conn, ws_id, operator, kora, label=prefix)
+    token_hash = writes.token_sha256(issued.token)
 
     async def agent(op: str, args: dict[str, Any], **kw: Any) -> dict[str, Any]:
-        return await writes.write(gateway, op, ws_id, kora, args, **kw)
+        return await writes.write_with_token(gateway, op, token_hash, args, **kw)
 
     await agent(
         "write_scratchpad_entry",
@@ -100,16 +105,14 @@ async def _populate(admin: asyncpg.Pool, gateway: asyncpg.Connection, prefix: st
         {"tool": "iso_node_create", "reason": "needs a person", "request": {}},
     )
     await agent("append_event", {"event_type": "kora.note.recorded"}, idempotency_key="k-1")
-    async with admin.acquire() as conn:
-        await writes.issue_token(conn, ws_id, operator, kora, label=prefix)
-    await gateway.fetchval(
-        "SELECT isokron_api.consume_rate_limit($1, $2::uuid, 60)", ws_id, str(kora)
+    await connection.run(
+        gateway, "SELECT isokron_api.admit_write($1, $2::jsonb)", token_hash, QUOTA_ROWS
     )
     return ws
 
 
 @pytest.fixture(scope="module")
-async def world(substrate: SubstrateDSNs, admin_pool: asyncpg.Pool) -> World:
+async def world(substrate: SubstrateDSNs, admin_pool: asyncpg.Pool, roles: DatabaseRoles) -> World:
     gateway = await connection.connect(substrate.gateway)
     try:
         a = await _populate(admin_pool, gateway, "iso-a")
@@ -118,7 +121,7 @@ async def world(substrate: SubstrateDSNs, admin_pool: asyncpg.Pool) -> World:
         await gateway.close()
     async with admin_pool.acquire() as conn:
         assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        rows = await conn.fetch(SELECT_KEYED_TABLES_SQL, list(KEY_COLUMNS), KEY_ORDER)
+        rows = await conn.fetch(SELECT_KEYED_TABLES_SQL, list(KEY_COLUMNS), KEY_ORDER, roles.reader)
     tables = tuple(
         Table(r["schema_name"], r["table_name"], r["key_column"], r["reader_can_select"])
         for r in rows
@@ -228,17 +231,17 @@ async def test_reader_reads_of_tenant_keyed_tables_follow_the_workspace(
 
 
 async def test_the_owner_role_is_bound_by_forced_rls(
-    world: World, admin_pool: asyncpg.Pool
+    world: World, admin_pool: asyncpg.Pool, roles: DatabaseRoles
 ) -> None:
     async with admin_pool.acquire() as conn:
         async with conn.transaction():
-            await conn.execute("SET LOCAL ROLE isokron_owner")
+            await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
             for t in world.tables:
                 n = await conn.fetchval(f"SELECT count(*) FROM {t.sql_name}")
                 assert n == 0, f"the table owner sees {n} rows of {t.qualified} unscoped"
         async with conn.transaction():
-            await conn.execute("SET LOCAL ROLE isokron_owner")
-            await conn.execute("SELECT set_config('isokron.all_workspaces', 'on', true)")
+            await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
+            await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
             for t in world.tables:
                 for ws in (world.a, world.b):
                     n = await conn.fetchval(
@@ -252,17 +255,19 @@ async def test_the_owner_opt_in_is_not_available_to_the_reader(
 ) -> None:
     async with reader_pool.acquire() as conn:
         async with conn.transaction():
-            await conn.execute("SELECT set_config('isokron.all_workspaces', 'on', true)")
+            await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
             for t in world.tables:
                 if t.reader_can_select:
                     assert await conn.fetchval(f"SELECT count(*) FROM {t.sql_name}") == 0, t
 
 
 def test_key_values_are_what_the_tables_store(world: World) -> None:
-    # Guards the helper above: tenant-keyed tables compare by tenant, the rest by workspace id.
+    # Guards the helper above: every table compares by workspace id (the event log and chain
+    # head carry it since migration 0011); the tenant table by its clerk_org_id.
     event_log = next(t for t in world.tables if t.qualified == "hivex_foundation.event_log")
     tenant = next(t for t in world.tables if t.qualified == "hivex_foundation.tenant")
     workspaces = next(t for t in world.tables if t.qualified == "public.workspaces")
-    assert event_log.key == "tenant_id" and UUID(event_log.key_of(world.a)) == world.a.tenant_id
+    assert event_log.key == "workspace_id" and event_log.key_of(world.a) == world.a.workspace_id
+    assert all(t.key != "tenant_id" for t in world.tables)
     assert tenant.key == "clerk_org_id" and tenant.key_of(world.a) == world.a.workspace_id
     assert workspaces.key == "id"

@@ -15,6 +15,7 @@ from uuid import uuid4
 import psycopg
 import pytest
 
+from isokron.governance.seeds import default_seed
 from isokron.substrate import audit, connection, reads, writes
 from isokron.substrate.migrate import MigrationResult, migrations_dir, upgrade
 
@@ -37,8 +38,12 @@ EXPECTED_TABLES = {
     "kronicle.escalations",
     "isokron.service_tokens",
     "isokron.idempotency_keys",
-    "isokron.rate_limit_windows",
+    "isokron.quota_windows",
+    "isokron.operation_registry",
+    "isokron.state_tables",
 }
+# Tables that hold no workspace's rows (the substrate's own catalogue).
+GLOBAL_TABLES = {"isokron.operation_registry", "isokron.state_tables"}
 SELECT_TABLES_SQL = """
 SELECT n.nspname || '.' || c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -62,7 +67,8 @@ def _apply_counts(dsn: str) -> dict[str, int]:
 
 
 def test_the_packaged_migrations_are_numbered_and_named() -> None:
-    # Migrations are append-only: numbered without gaps, each with a name, applied in order.
+    # Migrations are append-only: numbered in increasing order (each branch of work has its
+    # own range of numbers, see PLAN), each with a name, applied in order.
     assert ALL_MIGRATIONS[:6] == (
         "0001.roles-and-schemas",
         "0002.tables",
@@ -71,8 +77,11 @@ def test_the_packaged_migrations_are_numbered_and_named() -> None:
         "0005.write-operations",
         "0006.privileges",
     )
+    # Each part of the project numbers its migrations within its own range (0010-0019, 0020-..),
+    # so numbers are unique and increasing, and 0001-0009 stay gap-free.
     numbers = [int(mid.split(".", 1)[0]) for mid in ALL_MIGRATIONS]
-    assert numbers == list(range(1, len(ALL_MIGRATIONS) + 1))
+    assert numbers == sorted(set(numbers))
+    assert [n for n in numbers if n < 10] == list(range(1, 10))
     assert all(re.fullmatch(r"\d{4}\.[a-z0-9-]+", mid) for mid in ALL_MIGRATIONS)
 
 
@@ -87,7 +96,7 @@ def test_fresh_database_migrates_then_rerun_applies_nothing(
 
     assert first == MigrationResult(applied=ALL_MIGRATIONS, already_applied=())
     assert progressed == list(ALL_MIGRATIONS)
-    assert _tables(dsn) == EXPECTED_TABLES
+    assert _tables(dsn) == EXPECTED_TABLES | GLOBAL_TABLES
 
     second = upgrade(dsn, progress=progressed.append)
 
@@ -111,7 +120,9 @@ class Snapshot:
 async def _populate(dsn: str, workspace_id: str) -> None:
     conn = await connection.connect(dsn)
     try:
-        ws = await writes.create_workspace(conn, workspace_id, "Upgrade keeps data")
+        ws = await writes.create_workspace(
+            conn, workspace_id, "Upgrade keeps data", seed=default_seed()
+        )
         kora = ws.actors["kora"]
 
         async def agent(op: str, args: dict[str, object], key: str | None = None) -> dict:
@@ -135,8 +146,12 @@ async def _populate(dsn: str, workspace_id: str) -> None:
         )
         await agent("raise_escalation", {"tool": "t", "reason": "r"})
         await agent("append_event", {"event_type": "kora.note.kept"})
-        await writes.issue_token(conn, workspace_id, ws.operator_actor_id, kora)
-        await conn.execute("SELECT isokron_api.consume_rate_limit($1, $2, 60)", workspace_id, kora)
+        issued = await writes.issue_token(conn, workspace_id, ws.operator_actor_id, kora)
+        await conn.execute(
+            "SELECT isokron_api.admit_write($1, $2::jsonb)",
+            writes.token_sha256(issued.token),
+            [{"bucket": "writes", "limit": 60, "window_seconds": 60}],
+        )
     finally:
         await conn.close()
 
@@ -148,7 +163,7 @@ async def _snapshot(dsn: str, workspace_id: str) -> Snapshot:
             "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = $1", workspace_id
         )
         counts = {}
-        for table in sorted(EXPECTED_TABLES):
+        for table in sorted(EXPECTED_TABLES - GLOBAL_TABLES):
             schema, name = table.split(".")
             key = {"workspaces": "id", "tenant": "clerk_org_id"}.get(name, "workspace_id")
             value: object = workspace_id
@@ -252,7 +267,7 @@ def test_concurrent_upgrades_in_threads_apply_each_migration_once(
     for r in results:
         assert sorted(r.applied + r.already_applied) == list(ALL_MIGRATIONS)
     assert _apply_counts(dsn) == dict.fromkeys(ALL_MIGRATIONS, 1)
-    assert _tables(dsn) == EXPECTED_TABLES
+    assert _tables(dsn) == EXPECTED_TABLES | GLOBAL_TABLES
 
 
 _MIGRATE_SCRIPT = """
@@ -293,7 +308,7 @@ def test_two_processes_migrating_one_fresh_database_both_succeed(
     applied = [m for stdout, _ in outputs for m in json.loads(stdout.strip().splitlines()[-1])]
     assert sorted(applied) == list(ALL_MIGRATIONS)
     assert _apply_counts(dsn) == dict.fromkeys(ALL_MIGRATIONS, 1)
-    assert _tables(dsn) == EXPECTED_TABLES
+    assert _tables(dsn) == EXPECTED_TABLES | GLOBAL_TABLES
 
 
 def test_upgrade_of_an_unreachable_server_is_a_clean_error() -> None:

@@ -11,7 +11,10 @@ import asyncpg
 import pytest
 
 from isokron.errors import NoActiveRoleCharterError, RoleCharterIntegrityError
-from isokron.substrate import defaults, reads, writes
+from isokron.governance import capabilities, seeds
+from isokron.governance.charter import charter_sections_from_markdown
+from isokron.governance.policies import POLICIES
+from isokron.substrate import reads, writes
 
 POLICY_DRIFT_TAG = "[isokron.reads.policy_drift]"
 SCRATCHPAD_DRIFT_TAG = "[isokron.reads.scratchpad_drift]"
@@ -27,9 +30,9 @@ async def test_the_active_charter_is_returned_verified(
 ) -> None:
     charter = await reads.read_active_role_charter(reader_pool, workspace.workspace_id)
     assert charter.version == 1
-    assert charter.content_md == defaults.DEFAULT_CHARTER_MD
-    assert charter.identity == defaults.DEFAULT_CHARTER_SECTIONS["identity"]
-    assert list(charter.authority_can_do) == defaults.DEFAULT_CHARTER_SECTIONS["authority_can_do"]
+    assert charter.content_md == seeds.DEFAULT_CHARTER_MD
+    assert charter.identity == seeds.DEFAULT_CHARTER_SECTIONS["identity"]
+    assert list(charter.authority_can_do) == seeds.DEFAULT_CHARTER_SECTIONS["authority_can_do"]
     assert charter.authority_cannot_do
 
 
@@ -67,13 +70,13 @@ async def test_the_charter_fails_closed(
 async def test_a_new_charter_version_replaces_the_active_one(
     workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, reader_pool: asyncpg.Pool
 ) -> None:
-    md = defaults.DEFAULT_CHARTER_MD + "\n## Notes\n\nVersion two.\n"
+    md = seeds.DEFAULT_CHARTER_MD + "\n## Notes\n\nVersion two.\n"
     await writes.govern(
         admin_pool,
         "set_charter",
         workspace.workspace_id,
         workspace.operator_actor_id,
-        {"content_md": md, "sections": dict(defaults.charter_sections_from_markdown(md))},
+        {"content_md": md, "sections": dict(charter_sections_from_markdown(md))},
     )
     charter = await reads.read_active_role_charter(reader_pool, workspace.workspace_id)
     assert (charter.version, charter.content_md) == (2, md)
@@ -85,9 +88,7 @@ async def test_policies_are_the_31_defaults(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="isokron.substrate.reads"):
         policies = await reads.read_policy_registry(reader_pool, workspace.workspace_id)
-    assert {p.policy_key: p.value for p in policies} == {
-        k: p.value for k, p in defaults.DEFAULT_POLICIES.items()
-    }
+    assert {p.policy_key: p.value for p in policies} == {k: p.value for k, p in POLICIES.items()}
     assert POLICY_DRIFT_TAG not in caplog.text
 
 
@@ -123,7 +124,7 @@ async def test_kora_is_granted_22_of_49_capabilities(
     row = await reads.read_capability_row(reader_pool, workspace.workspace_id, "kora")
     assert len(row.capabilities) == 49
     assert len(row.granted) == 22
-    assert set(row.granted) == defaults.granted_capabilities("kora")
+    assert set(row.granted) == capabilities.granted_capabilities("kora")
     assert row.has("cap_iso_node_create")
     assert not row.has("cap_decide_proposal")
     assert not row.has("cap_does_not_exist")  # unknown capabilities fail closed
@@ -295,7 +296,7 @@ async def test_the_active_constitution_is_the_highest_revision(
 ) -> None:
     first = await reads.read_active_constitution(reader_pool, workspace.workspace_id)
     assert first is not None and first.revision_number == 1
-    assert first.rules == defaults.DEFAULT_CONSTITUTION_RULES
+    assert first.rules == seeds.DEFAULT_CONSTITUTION_RULES
     await writes.govern(
         admin_pool,
         "revise_constitution",

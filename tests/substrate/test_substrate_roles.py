@@ -10,8 +10,10 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from isokron.errors import SubstrateError
+from isokron.governance.seeds import default_seed
 from isokron.substrate import connection, writes
-from isokron.substrate.dsn import SubstrateDSNs
+from isokron.substrate.dsn import DatabaseRoles, SubstrateDSNs
 
 SCHEMAS = ("public", "kronicle", "hivex_foundation", "isokron", "isokron_api")
 SELECT_ALL_TABLES_SQL = """
@@ -31,10 +33,19 @@ WHERE n.nspname = ANY($2::text[]) AND has_function_privilege($1, p.oid, 'EXECUTE
 ORDER BY 1
 """
 GATEWAY_FUNCTIONS = {
-    "isokron_api.write(text,text,uuid,jsonb,text)",
+    "isokron_api.write(bytea,text,jsonb,text,text)",
     "isokron_api.authenticate_token(bytea)",
-    "isokron_api.consume_rate_limit(text,uuid,integer)",
+    "isokron_api.admit_write(bytea,jsonb)",
+    "isokron_api.token_issued_at(bytea)",
+    "isokron_api.maintain(text)",
 }
+# Pure functions (no table access) the reader uses to re-compute row records (invariant 4).
+READER_FUNCTIONS = [
+    "hivex_foundation.row_field(text,text)",
+    "hivex_foundation.row_record(text,bytea[])",
+    # The scoping helper: SET LOCAL with bind parameters, which reaches Citus workers (0040).
+    "isokron.set_local(text,text,boolean)",
+]
 APPEND_ONLY_SQLSTATE = "IKA01"
 
 
@@ -70,7 +81,9 @@ async def all_tables(admin_pool: asyncpg.Pool) -> tuple[Table, ...]:
 @pytest.fixture(scope="module")
 async def ws(admin_pool: asyncpg.Pool) -> writes.CreatedWorkspace:
     async with admin_pool.acquire() as conn:
-        return await writes.create_workspace(conn, f"roles-{uuid4().hex[:8]}", "Roles")
+        return await writes.create_workspace(
+            conn, f"roles-{uuid4().hex[:8]}", "Roles", seed=default_seed()
+        )
 
 
 @pytest.fixture
@@ -124,17 +137,18 @@ CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REF
                         'TRIGGER']) AS p(privilege)
 WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname = ANY($2::text[])
   AND has_table_privilege($1, c.oid, p.privilege)
+  -- An extension's own objects (Citus's metadata views in public) are not IsoKron's tables.
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
 """
 
 
-@pytest.mark.parametrize(
-    ("role", "allowed"), [("isokron_reader", {"SELECT"}), ("isokron_gateway", set())]
-)
+@pytest.mark.parametrize(("role", "allowed"), [("reader", {"SELECT"}), ("gateway", set())])
 async def test_table_privileges_in_the_catalog(
-    admin_pool: asyncpg.Pool, role: str, allowed: set[str]
+    admin_pool: asyncpg.Pool, roles: DatabaseRoles, role: str, allowed: set[str]
 ) -> None:
-    rows = await admin_pool.fetch(SELECT_TABLE_PRIVILEGES_SQL, role, list(SCHEMAS))
+    rows = await admin_pool.fetch(SELECT_TABLE_PRIVILEGES_SQL, getattr(roles, role), list(SCHEMAS))
     extra = [f"{r['privilege']} on {r['name']}" for r in rows if r["privilege"] not in allowed]
     assert extra == [], f"{role} holds: " + ", ".join(extra)
 
@@ -165,18 +179,18 @@ async def test_reader_cannot_create_a_schema(reader: asyncpg.Connection) -> None
     assert await _refused(reader, f"CREATE SCHEMA evil_{uuid4().hex[:6]}")
 
 
-async def test_reader_can_select_its_workspace_but_execute_no_function(
-    reader: asyncpg.Connection, admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace
+async def test_reader_can_select_its_workspace_and_execute_only_pure_functions(
+    reader: asyncpg.Connection,
+    admin_pool: asyncpg.Pool,
+    ws: writes.CreatedWorkspace,
+    roles: DatabaseRoles,
 ) -> None:
     async with connection.workspace_transaction(reader, ws.workspace_id):
         assert await reader.fetchval("SELECT count(*) FROM public.kora_policy_registry") == 31
-    executable = await admin_pool.fetch(
-        SELECT_EXECUTABLE_FUNCTIONS_SQL, "isokron_reader", SCHEMAS[1:]
-    )
-    assert [r[0] for r in executable] == []
+    executable = await admin_pool.fetch(SELECT_EXECUTABLE_FUNCTIONS_SQL, roles.reader, SCHEMAS[1:])
+    assert [r[0] for r in executable] == READER_FUNCTIONS
     assert await _refused(
-        reader,
-        "SELECT isokron_api.write('append_event', 'x', gen_random_uuid(), '{}'::jsonb, NULL)",
+        reader, "SELECT isokron_api.write(sha256('x'::bytea), 'append_event', '{}'::jsonb)"
     )
 
 
@@ -193,8 +207,10 @@ async def test_gateway_cannot_select_or_insert_any_table(
     assert allowed == [], "the gateway role was allowed: " + ", ".join(allowed)
 
 
-async def test_gateway_executes_exactly_its_three_entry_points(admin_pool: asyncpg.Pool) -> None:
-    rows = await admin_pool.fetch(SELECT_EXECUTABLE_FUNCTIONS_SQL, "isokron_gateway", SCHEMAS[1:])
+async def test_gateway_executes_exactly_its_entry_points(
+    admin_pool: asyncpg.Pool, roles: DatabaseRoles
+) -> None:
+    rows = await admin_pool.fetch(SELECT_EXECUTABLE_FUNCTIONS_SQL, roles.gateway, SCHEMAS[1:])
     assert {r[0] for r in rows} == GATEWAY_FUNCTIONS
 
 
@@ -211,25 +227,36 @@ async def test_gateway_cannot_append_to_the_chain_directly(
     )
 
 
-async def test_gateway_can_call_write(
-    gateway: asyncpg.Connection, ws: writes.CreatedWorkspace
+async def test_gateway_can_call_write_with_a_token_and_not_without(
+    gateway: asyncpg.Connection, admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace
 ) -> None:
-    result = await writes.write(
-        gateway, "append_event", ws.workspace_id, ws.actors["kora"], {"event_type": "kora.gw.ok"}
+    async with admin_pool.acquire() as conn:
+        issued = await writes.issue_token(
+            conn, ws.workspace_id, ws.operator_actor_id, ws.actors["kora"]
+        )
+    result = await writes.write_with_token(
+        gateway, "append_event", writes.token_sha256(issued.token), {"event_type": "kora.gw.ok"}
     )
     assert result["replayed"] is False and result["seq"] > ws.events
+    # Naming an actor is the owner's entry point, not the gateway's.
+    with pytest.raises(SubstrateError, match="permission denied"):
+        await writes.write(
+            gateway, "append_event", ws.workspace_id, ws.actors["kora"], {"event_type": "kora.x"}
+        )
 
 
 @pytest.mark.parametrize(
     "sql",
     [
-        "SELECT isokron_api.govern('set_policies', $1, $2::uuid, '{}'::jsonb, NULL)",
+        "SELECT isokron_api.write_as('set_policies', $1, $2::uuid, '{}'::jsonb, NULL)",
         "SELECT isokron_api.create_workspace($1 || '-x', 'x', '[]'::jsonb) "
         "WHERE $2::uuid IS NOT NULL",
         "SELECT isokron_api.erase_event_payload($1, 1, 'x') WHERE $2::uuid IS NOT NULL",
-        "SELECT isokron.run_op('set_policies', $1, $2::uuid, '{}'::jsonb, NULL, true)",
+        "SELECT isokron.run_op('set_policies', $1, $2::uuid, '{}'::jsonb, NULL)",
+        "SELECT hivex_foundation.append_chain_event("
+        "gen_random_uuid(), $2::uuid, 'kora.x', '{}'::jsonb) WHERE $1 IS NOT NULL",
     ],
-    ids=["govern", "create_workspace", "erase_event_payload", "run_op"],
+    ids=["write_as", "create_workspace", "erase_event_payload", "run_op", "append"],
 )
 async def test_gateway_cannot_call_operator_functions(
     gateway: asyncpg.Connection, ws: writes.CreatedWorkspace, sql: str
@@ -279,7 +306,11 @@ async def _change(conn: asyncpg.Connection, verb: str, ws: writes.CreatedWorkspa
 @pytest.mark.parametrize("verb", list(EVENT_LOG_CHANGES))
 @pytest.mark.parametrize("as_role", ["owner", "superuser"])
 async def test_event_log_changes_are_refused_for_the_owner_and_the_superuser(
-    admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace, verb: str, as_role: str
+    admin_pool: asyncpg.Pool,
+    ws: writes.CreatedWorkspace,
+    verb: str,
+    as_role: str,
+    roles: DatabaseRoles,
 ) -> None:
     before = await _event_count(admin_pool, ws)
     assert before >= 5
@@ -287,9 +318,9 @@ async def test_event_log_changes_are_refused_for_the_owner_and_the_superuser(
 
         async def attempt() -> None:
             if as_role == "owner":
-                await conn.execute("SET LOCAL ROLE isokron_owner")
+                await conn.execute(f'SET LOCAL ROLE "{roles.owner}"')
                 # Make every row visible to the owner, so the trigger really meets them.
-                await conn.execute("SELECT set_config('isokron.all_workspaces', 'on', true)")
+                await conn.execute("SELECT isokron.set_local('isokron.all_workspaces', 'on', true)")
                 assert (
                     await conn.fetchval(
                         "SELECT count(*) FROM hivex_foundation.event_log WHERE tenant_id = $1",
@@ -323,7 +354,9 @@ async def test_the_erasure_exception_cannot_rewrite_an_event(
         ):
 
             async def attempt(change: str = change) -> None:
-                await conn.execute("SELECT set_config('isokron.erasing_payload', 'on', true)")
+                await conn.execute(
+                    "SELECT isokron.set_local('isokron.erasing_payload', 'on', true)"
+                )
                 await conn.execute(
                     f"UPDATE hivex_foundation.event_log {change} WHERE tenant_id = $1 AND seq = 2",
                     ws.tenant_id,

@@ -29,8 +29,8 @@ FROM hivex_foundation.event_log WHERE tenant_id = $1 ORDER BY seq
 """
 INSERT_EVENT_SQL = """
 INSERT INTO hivex_foundation.event_log (tenant_id, seq, event_id, actor_id, event_type, payload,
-    payload_digest, occurred_at, prev_event_hash, this_event_hash)
-VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10)
+    payload_digest, occurred_at, prev_event_hash, this_event_hash, workspace_id)
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11)
 """
 
 
@@ -59,6 +59,9 @@ async def ws(make_workspace: Callable, admin_pool: asyncpg.Pool) -> writes.Creat
 
 async def _tamper(admin_pool: asyncpg.Pool, sql: str, *args: Any) -> str:
     async with admin_pool.acquire() as conn, conn.transaction():
+        # A superuser switches the triggers off; on Citus the setting must reach the workers,
+        # where the shards' triggers fire (a placeholder setting on plain PostgreSQL).
+        await conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
         await conn.execute("SET LOCAL session_replication_role = replica")
         return await conn.execute(sql, *args)
 
@@ -121,7 +124,10 @@ async def test_edited_event_type(
 
 @pytest.mark.parametrize(
     ("seq", "expected"),
-    [(8, [("seq_gap", 9)]), (6, [("seq_gap", 7), ("orphan_row", None)])],
+    [
+        (8, [("seq_gap", 9)]),
+        (6, [("seq_gap", 7), ("orphan_row", None), ("state_unrecorded", None)]),
+    ],
     ids=["plain-event", "event-that-approved-a-row"],
 )
 async def test_deleted_middle_event(
@@ -175,6 +181,7 @@ async def _insert(admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace, record:
         us_to_datetime(record.occurred_at_us),
         record.prev_event_hash,
         record.this_event_hash,
+        ws.workspace_id,
     )
 
 
@@ -217,6 +224,9 @@ async def test_swapped_seqs(
     ws: writes.CreatedWorkspace, substrate: SubstrateDSNs, admin_pool: asyncpg.Pool
 ) -> None:
     async with admin_pool.acquire() as conn, conn.transaction():
+        # A superuser switches the triggers off; on Citus the setting must reach the workers,
+        # where the shards' triggers fire (a placeholder setting on plain PostgreSQL).
+        await conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
         await conn.execute("SET LOCAL session_replication_role = replica")
         for old, new in ((7, 1000), (8, 7), (1000, 8)):
             await conn.execute(
@@ -247,6 +257,9 @@ async def test_consistent_rewrite_passes_plain_verify_but_not_a_prior_checkpoint
     # Re-seal seq 7..10 in Python exactly as the database would, and move the head along.
     prev = bytes(rows[5]["this_event_hash"])
     async with admin_pool.acquire() as conn, conn.transaction():
+        # A superuser switches the triggers off; on Citus the setting must reach the workers,
+        # where the shards' triggers fire (a placeholder setting on plain PostgreSQL).
+        await conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
         await conn.execute("SET LOCAL session_replication_role = replica")
         for r in rows[6:]:
             record = make_record(
@@ -303,7 +316,7 @@ async def test_row_written_outside_the_write_operations_is_an_orphan(
     )
     result = _verify(substrate, ws)
     assert result.chain.ok
-    assert _found(result) == [("orphan_row", None)]
+    assert _found(result) == [("orphan_row", None), ("state_unrecorded", None)]
     assert "kronicle.iso_nodes" in result.findings[0].message
     assert str(node_id) in result.findings[0].message
 
@@ -317,7 +330,7 @@ async def test_edited_scratchpad_content(
         ws.workspace_id,
     )
     result = _verify(substrate, ws)
-    assert _found(result) == [("scratchpad_mismatch", None)]
+    assert _found(result) == [("scratchpad_mismatch", None), ("state_mismatch", 6)]
 
 
 async def test_edited_charter_content(
@@ -332,7 +345,7 @@ async def test_edited_charter_content(
         ws.workspace_id,
     )
     result = _verify(substrate, ws)
-    assert _found(result) == [("charter_mismatch", None)]
+    assert _found(result) == [("charter_mismatch", None), ("state_mismatch", 2)]
     assert "active role charter v1" in result.findings[0].message
     with pytest.raises(RoleCharterIntegrityError, match="does not match its SHA-256"):
         await reads.read_active_role_charter(reader_pool, ws.workspace_id)
@@ -351,7 +364,7 @@ async def test_deactivated_charter_fails_closed(
     )
     with pytest.raises(NoActiveRoleCharterError):
         await reads.read_active_role_charter(reader_pool, ws.workspace_id)
-    assert _found(_verify(substrate, ws)) == [("no_active_charter", None)]
+    assert _found(_verify(substrate, ws)) == [("no_active_charter", None), ("state_mismatch", 2)]
 
 
 async def test_edited_constitution_rules(
@@ -363,4 +376,4 @@ async def test_edited_constitution_rules(
         ws.workspace_id,
     )
     result = _verify(substrate, ws)
-    assert _found(result) == [("constitution_mismatch", None)]
+    assert _found(result) == [("constitution_mismatch", None), ("state_mismatch", 5)]

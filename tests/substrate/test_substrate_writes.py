@@ -12,10 +12,13 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
+from substrate_support import GatewayWriter
 
 from isokron.chain import read_bundle, verify_bundle
-from isokron.errors import ConfigError, ConflictError, NotFoundError, RefusalError
-from isokron.substrate import audit, connection, defaults, reads, writes
+from isokron.errors import ConflictError, NotFoundError, RefusalError
+from isokron.governance import charter, operations, seeds
+from isokron.governance.seeds import default_seed
+from isokron.substrate import audit, connection, reads, writes
 from isokron.substrate.dsn import SubstrateDSNs
 
 SELECT_HEAD_SQL = """
@@ -32,6 +35,25 @@ async def gateway_pool(substrate: SubstrateDSNs) -> AsyncIterator[asyncpg.Pool]:
     pool = await connection.create_pool(substrate.gateway, min_size=1, max_size=6)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def gw(admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool) -> GatewayWriter:
+    """Writes through the gateway role, each actor with its own token."""
+    return GatewayWriter(admin_pool, gateway_pool)
+
+
+@pytest.fixture
+async def make_workspace(make_workspace: Callable, gw: GatewayWriter) -> Callable:
+    """Workspaces whose actors already hold tokens, so counting events starts after issuance."""
+
+    async def make(prefix: str = "ws") -> writes.CreatedWorkspace:
+        ws = await make_workspace(prefix)
+        for actor in ws.actors.values():
+            await gw.token_hash(actor)
+        return ws
+
+    return make
 
 
 async def _head(admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace) -> int:
@@ -76,7 +98,7 @@ class Ledger:
 async def test_every_operation_appends_exactly_one_event_its_row_keeps(
     make_workspace: Callable,
     admin_pool: asyncpg.Pool,
-    gateway_pool: asyncpg.Pool,
+    gw: GatewayWriter,
     substrate: SubstrateDSNs,
 ) -> None:
     ws = await make_workspace("ops")
@@ -84,7 +106,7 @@ async def test_every_operation_appends_exactly_one_event_its_row_keeps(
     led = Ledger(admin_pool, ws)
 
     def agent(op: str, args: dict[str, Any], actor: UUID = kora) -> Awaitable[dict[str, Any]]:
-        return writes.write(gateway_pool, op, ws.workspace_id, actor, args)
+        return gw.write(op, ws.workspace_id, actor, args)
 
     def govern(op: str, args: dict[str, Any]) -> Awaitable[dict[str, Any]]:
         return writes.govern(admin_pool, op, ws.workspace_id, operator, args)
@@ -235,8 +257,8 @@ async def test_every_operation_appends_exactly_one_event_its_row_keeps(
     )
 
     # ---- governance operations (operator)
-    md = defaults.DEFAULT_CHARTER_MD.replace("Kora", "Kora the Second", 1)
-    sections = defaults.charter_sections_from_markdown(md)
+    md = seeds.DEFAULT_CHARTER_MD.replace("Kora", "Kora the Second", 1)
+    sections = charter.charter_sections_from_markdown(md)
     r, ev = await led.one_event(
         "set_charter",
         govern("set_charter", {"content_md": md, "sections": dict(sections)}),
@@ -318,24 +340,28 @@ async def test_every_operation_appends_exactly_one_event_its_row_keeps(
         govern("revoke_token", {"token_id": str(token_id)}),
         "governance.token.revoked",
     )
-    assert ev["occurred_at"] == await led.row_keeps(
+    # The row is written in the event's transaction just before the event that records it.
+    revoked_at = await led.row_keeps(
         "SELECT revoked_at FROM isokron.service_tokens WHERE workspace_id = $1 AND token_id = $2",
         token_id,
     )
+    issued_at = (await admin_pool.fetchrow(SELECT_EVENT_SQL, ws.tenant_id, ev["seq"] - 1))[
+        "occurred_at"
+    ]
+    assert issued_at < revoked_at <= ev["occurred_at"]
 
-    assert led.ops == writes.AGENT_OPERATIONS | writes.GOVERNANCE_OPERATIONS
+    assert led.ops == set(operations.OPERATIONS) - {"set_actor_status"}
     result = audit.verify_workspace(substrate.admin, ws.workspace_id)
     assert result.ok, result.to_dict()
 
 
 # ---------------------------------------------------------------------------- idempotency
 async def test_a_retry_with_the_same_key_returns_the_first_result_and_appends_nothing(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
     args = {"node_type": "fact", "title": "once"}
-    first = await writes.write(
-        gateway_pool,
+    first = await gw.write(
         "iso_node_create",
         ws.workspace_id,
         ws.actors["kora"],
@@ -343,8 +369,7 @@ async def test_a_retry_with_the_same_key_returns_the_first_result_and_appends_no
         idempotency_key="retry-1",
     )
     count = await _event_count(admin_pool, ws)
-    again = await writes.write(
-        gateway_pool,
+    again = await gw.write(
         "iso_node_create",
         ws.workspace_id,
         ws.actors["kora"],
@@ -374,13 +399,12 @@ async def test_a_retry_with_the_same_key_returns_the_first_result_and_appends_no
 async def test_the_same_key_for_a_different_request_is_a_conflict(
     workspace: writes.CreatedWorkspace,
     admin_pool: asyncpg.Pool,
-    gateway_pool: asyncpg.Pool,
+    gw: GatewayWriter,
     op: str,
     args: dict[str, Any],
 ) -> None:
     ws = workspace
-    await writes.write(
-        gateway_pool,
+    await gw.write(
         "iso_node_create",
         ws.workspace_id,
         ws.actors["kora"],
@@ -389,28 +413,24 @@ async def test_the_same_key_for_a_different_request_is_a_conflict(
     )
     count = await _event_count(admin_pool, ws)
     with pytest.raises(ConflictError, match="already used for a different request") as caught:
-        await writes.write(
-            gateway_pool, op, ws.workspace_id, ws.actors["kora"], args, idempotency_key="k"
-        )
+        await gw.write(op, ws.workspace_id, ws.actors["kora"], args, idempotency_key="k")
     assert caught.value.sqlstate == "IKC02"
     assert await _event_count(admin_pool, ws) == count
 
 
 async def test_keys_are_per_actor(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
     args = {"event_type": "kora.note.recorded"}
-    a = await writes.write(
-        gateway_pool,
+    a = await gw.write(
         "append_event",
         ws.workspace_id,
         ws.actors["kora"],
         args,
         idempotency_key="shared",
     )
-    b = await writes.write(
-        gateway_pool,
+    b = await gw.write(
         "append_event",
         ws.workspace_id,
         ws.actors["oracle"],
@@ -421,14 +441,13 @@ async def test_keys_are_per_actor(
 
 
 async def test_concurrent_retries_with_one_key_make_one_write(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
     count = await _event_count(admin_pool, ws)
     results = await asyncio.gather(
         *(
-            writes.write(
-                gateway_pool,
+            gw.write(
                 "write_scratchpad_entry",
                 ws.workspace_id,
                 ws.actors["kora"],
@@ -453,12 +472,11 @@ async def test_concurrent_retries_with_one_key_make_one_write(
 
 # ---------------------------------------------------------------------- all or nothing
 async def test_a_link_to_a_missing_node_leaves_nothing(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
     kora = ws.actors["kora"]
-    node = await writes.write(
-        gateway_pool,
+    node = await gw.write(
         "iso_node_create",
         ws.workspace_id,
         kora,
@@ -467,9 +485,7 @@ async def test_a_link_to_a_missing_node_leaves_nothing(
     count = await _event_count(admin_pool, ws)
     args = {"from_node_id": node["node_id"], "to_node_id": str(uuid4()), "link_type": "cites"}
     with pytest.raises(NotFoundError, match="to_node_id"):
-        await writes.write(
-            gateway_pool, "iso_link_create", ws.workspace_id, kora, args, idempotency_key="link-1"
-        )
+        await gw.write("iso_link_create", ws.workspace_id, kora, args, idempotency_key="link-1")
     assert await _event_count(admin_pool, ws) == count
     assert (
         await admin_pool.fetchval(
@@ -484,15 +500,13 @@ async def test_a_link_to_a_missing_node_leaves_nothing(
         )
         == 0
     )
-    other = await writes.write(
-        gateway_pool,
+    other = await gw.write(
         "iso_node_create",
         ws.workspace_id,
         kora,
         {"node_type": "fact", "title": "other"},
     )
-    fixed = await writes.write(
-        gateway_pool,
+    fixed = await gw.write(
         "iso_link_create",
         ws.workspace_id,
         kora,
@@ -519,28 +533,27 @@ async def test_a_link_to_a_missing_node_leaves_nothing(
 async def test_invalid_arguments_are_refused_and_append_nothing(
     workspace: writes.CreatedWorkspace,
     admin_pool: asyncpg.Pool,
-    gateway_pool: asyncpg.Pool,
+    gw: GatewayWriter,
     op: str,
     args: dict[str, Any],
     code: str,
 ) -> None:
     count = await _event_count(admin_pool, workspace)
     with pytest.raises(RefusalError) as caught:
-        await writes.write(gateway_pool, op, workspace.workspace_id, workspace.actors["kora"], args)
+        await gw.write(op, workspace.workspace_id, workspace.actors["kora"], args)
     assert caught.value.code == code
     assert await _event_count(admin_pool, workspace) == count
 
 
 async def test_an_approved_escalation_whose_held_write_fails_changes_nothing(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
     request = {
         "op": "iso_link_create",
         "args": {"from_node_id": str(uuid4()), "to_node_id": str(uuid4()), "link_type": "x"},
     }
-    esc = await writes.write(
-        gateway_pool,
+    esc = await gw.write(
         "raise_escalation",
         ws.workspace_id,
         ws.actors["kora"],
@@ -548,8 +561,7 @@ async def test_an_approved_escalation_whose_held_write_fails_changes_nothing(
     )
     count = await _event_count(admin_pool, ws)
     with pytest.raises(NotFoundError):
-        await writes.write(
-            gateway_pool,
+        await gw.write(
             "decide_escalation",
             ws.workspace_id,
             ws.operator_actor_id,
@@ -566,16 +578,15 @@ async def test_a_duplicate_workspace_is_a_conflict(
 ) -> None:
     async with admin_pool.acquire() as conn:
         with pytest.raises(ConflictError, match="already exists"):
-            await writes.create_workspace(conn, workspace.workspace_id)
+            await writes.create_workspace(conn, workspace.workspace_id, seed=default_seed())
 
 
 # ------------------------------------------------------------------------- capabilities
 async def test_kora_deciding_a_proposal_is_capability_denied_by_the_database(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
-    proposal = await writes.write(
-        gateway_pool,
+    proposal = await gw.write(
         "propose_convention",
         ws.workspace_id,
         ws.actors["kora"],
@@ -583,8 +594,7 @@ async def test_kora_deciding_a_proposal_is_capability_denied_by_the_database(
     )
     count = await _event_count(admin_pool, ws)
     with pytest.raises(RefusalError) as caught:
-        await writes.write(
-            gateway_pool,
+        await gw.write(
             "decide_proposal",
             ws.workspace_id,
             ws.actors["kora"],
@@ -595,7 +605,7 @@ async def test_kora_deciding_a_proposal_is_capability_denied_by_the_database(
             },
         )
     assert caught.value.code == "capability_denied"
-    assert "cap_decide_proposal" in caught.value.message
+    assert "needs an operator's credential" in caught.value.message
     assert await _event_count(admin_pool, ws) == count
 
 
@@ -616,11 +626,11 @@ async def test_governance_by_a_non_operator_is_capability_denied(
 
 
 async def test_a_capability_denied_in_the_matrix_is_refused(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
     args = {"node_type": "fact", "title": "t"}
-    await writes.write(gateway_pool, "iso_node_create", ws.workspace_id, ws.actors["kora"], args)
+    await gw.write("iso_node_create", ws.workspace_id, ws.actors["kora"], args)
     await writes.govern(
         admin_pool,
         "set_capabilities",
@@ -633,50 +643,42 @@ async def test_a_capability_denied_in_the_matrix_is_refused(
         },
     )
     with pytest.raises(RefusalError) as caught:
-        await writes.write(
-            gateway_pool, "iso_node_create", ws.workspace_id, ws.actors["kora"], args
-        )
+        await gw.write("iso_node_create", ws.workspace_id, ws.actors["kora"], args)
     assert caught.value.code == "capability_denied"
 
 
 async def test_an_actor_of_another_workspace_cannot_write_here(
-    make_workspace: Callable, gateway_pool: asyncpg.Pool
+    make_workspace: Callable, gw: GatewayWriter
 ) -> None:
     a, b = await make_workspace("cap-a"), await make_workspace("cap-b")
-    with pytest.raises(NotFoundError, match="not an active actor"):
-        await writes.write(
-            gateway_pool,
-            "append_event",
-            a.workspace_id,
-            b.actors["kora"],
-            {"event_type": "kora.note.recorded"},
-        )
-    with pytest.raises(NotFoundError, match="unknown workspace"):
-        await writes.write(
-            gateway_pool,
-            "append_event",
-            "no-such-workspace",
-            a.actors["kora"],
-            {"event_type": "kora.note.recorded"},
-        )
+    # b's token names b's workspace: the database refuses it for a, and for a workspace that
+    # does not exist, before anything is written.
+    for target in (a.workspace_id, "no-such-workspace"):
+        with pytest.raises(RefusalError, match="another workspace") as caught:
+            await gw.write(
+                "append_event", target, b.actors["kora"], {"event_type": "kora.note.recorded"}
+            )
+        assert caught.value.code == "workspace_mismatch"
 
 
 async def test_unknown_operations_are_refused(
-    workspace: writes.CreatedWorkspace, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
-    with pytest.raises(ConfigError):
+    # Names are checked by the database alone (the registry): on the owner's path ...
+    with pytest.raises(RefusalError, match="unknown write operation") as owner:
         await writes.write(
-            gateway_pool, "set_charter", workspace.workspace_id, workspace.operator_actor_id, {}
+            admin_pool, "drop_everything", workspace.workspace_id, workspace.operator_actor_id, {}
         )
-    # Past the Python check, the database refuses an operation it does not know as well.
+    assert owner.value.code == "invalid_argument"
+    # ... and on the gateway's.
     with pytest.raises(RefusalError, match="unknown write operation") as caught:
         await connection.run(
-            gateway_pool,
-            writes.WRITE_SQL,
+            gw.pool,
+            writes.WRITE_WITH_TOKEN_SQL,
+            await gw.token_hash(workspace.operator_actor_id),
             "drop_everything",
-            workspace.workspace_id,
-            str(workspace.operator_actor_id),
             {},
+            None,
             None,
         )
     assert caught.value.code == "invalid_argument"
@@ -684,15 +686,14 @@ async def test_unknown_operations_are_refused(
 
 # --------------------------------------------------------------------- held writes, policy
 async def test_an_approved_escalation_performs_the_held_write(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
     request = {
         "op": "iso_node_create",
         "args": {"node_type": "decision", "title": "held until approved"},
     }
-    esc = await writes.write(
-        gateway_pool,
+    esc = await gw.write(
         "raise_escalation",
         ws.workspace_id,
         ws.actors["kora"],
@@ -701,8 +702,7 @@ async def test_an_approved_escalation_performs_the_held_write(
     assert await reads.search_iso_nodes(admin_pool, ws.workspace_id, "held") == ()
     count = await _event_count(admin_pool, ws)
 
-    decided = await writes.write(
-        gateway_pool,
+    decided = await gw.write(
         "decide_escalation",
         ws.workspace_id,
         ws.operator_actor_id,
@@ -727,8 +727,7 @@ async def test_an_approved_escalation_performs_the_held_write(
     assert row["decision_event_id"] == UUID(decided["event_id"])
     assert row["result"]["node_id"] == applied["node_id"]
     with pytest.raises(ConflictError, match="already approved"):
-        await writes.write(
-            gateway_pool,
+        await gw.write(
             "decide_escalation",
             ws.workspace_id,
             ws.operator_actor_id,
@@ -737,23 +736,21 @@ async def test_an_approved_escalation_performs_the_held_write(
 
 
 async def test_an_escalation_cannot_smuggle_a_governance_operation(
-    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gateway_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, admin_pool: asyncpg.Pool, gw: GatewayWriter
 ) -> None:
     ws = workspace
     request = {
         "op": "set_policies",
         "args": {"policies": [{"policy_key": "policy.kora_disabled", "policy_value": True}]},
     }
-    esc = await writes.write(
-        gateway_pool,
+    esc = await gw.write(
         "raise_escalation",
         ws.workspace_id,
         ws.actors["kora"],
         {"tool": "x", "reason": "r", "request": request},
     )
     with pytest.raises(RefusalError) as caught:
-        await writes.write(
-            gateway_pool,
+        await gw.write(
             "decide_escalation",
             ws.workspace_id,
             ws.operator_actor_id,
@@ -769,13 +766,12 @@ async def test_an_escalation_cannot_smuggle_a_governance_operation(
 async def test_an_accepted_policy_change_updates_the_policy(
     workspace: writes.CreatedWorkspace,
     admin_pool: asyncpg.Pool,
-    gateway_pool: asyncpg.Pool,
+    gw: GatewayWriter,
     reader_pool: asyncpg.Pool,
 ) -> None:
     ws = workspace
     key = "policy.kora_rate_limit_per_minute"
-    proposal = await writes.write(
-        gateway_pool,
+    proposal = await gw.write(
         "propose_policy_change",
         ws.workspace_id,
         ws.actors["kora"],
@@ -787,8 +783,7 @@ async def test_an_accepted_policy_change_updates_the_policy(
     }
     assert before[key] == 60  # a proposal alone changes nothing
 
-    decided = await writes.write(
-        gateway_pool,
+    decided = await gw.write(
         "decide_proposal",
         ws.workspace_id,
         ws.operator_actor_id,
@@ -816,19 +811,17 @@ async def test_an_accepted_policy_change_updates_the_policy(
 
 
 async def test_a_rejected_policy_change_keeps_the_policy(
-    workspace: writes.CreatedWorkspace, gateway_pool: asyncpg.Pool, reader_pool: asyncpg.Pool
+    workspace: writes.CreatedWorkspace, gw: GatewayWriter, reader_pool: asyncpg.Pool
 ) -> None:
     ws = workspace
     key = "policy.kora_rate_limit_per_minute"
-    proposal = await writes.write(
-        gateway_pool,
+    proposal = await gw.write(
         "propose_policy_change",
         ws.workspace_id,
         ws.actors["kora"],
         {"policy_key": key, "proposed_value": 1},
     )
-    await writes.write(
-        gateway_pool,
+    await gw.write(
         "decide_proposal",
         ws.workspace_id,
         ws.operator_actor_id,
@@ -849,20 +842,18 @@ async def test_a_rejected_policy_change_keeps_the_policy(
 async def test_erasing_a_payload_keeps_the_chain_verifying(
     workspace: writes.CreatedWorkspace,
     admin_pool: asyncpg.Pool,
-    gateway_pool: asyncpg.Pool,
+    gw: GatewayWriter,
     substrate: SubstrateDSNs,
     tmp_path: Path,
 ) -> None:
     ws = workspace
-    secret = await writes.write(
-        gateway_pool,
+    secret = await gw.write(
         "append_event",
         ws.workspace_id,
         ws.actors["kora"],
         {"event_type": "kora.note.personal", "payload": {"email": "ada@example.org"}},
     )
-    await writes.write(
-        gateway_pool,
+    await gw.write(
         "append_event",
         ws.workspace_id,
         ws.actors["kora"],
@@ -887,6 +878,18 @@ async def test_erasing_a_payload_keeps_the_chain_verifying(
     assert "ada@example.org" not in str(row["payload"])
     assert row["payload"]["reason"] == "GDPR request 42"
     assert row["payload_digest"] == digest_before
+    # The erasure is itself chained: the next event names the erased one and the reason.
+    erasure = await admin_pool.fetchrow(
+        "SELECT event_type, actor_id, payload FROM hivex_foundation.event_log "
+        "WHERE tenant_id = $1 AND seq = (SELECT last_seq FROM hivex_foundation.chain_head "
+        "WHERE tenant_id = $1)",
+        ws.tenant_id,
+    )
+    assert erasure["event_type"] == "substrate.payload.erased"
+    assert erasure["actor_id"] == ws.operator_actor_id
+    assert erasure["payload"]["erased_seq"] == secret["seq"]
+    assert erasure["payload"]["erased_event_id"] == secret["event_id"]
+    assert erasure["payload"]["reason"] == "GDPR request 42"
     result = audit.verify_workspace(substrate.admin, ws.workspace_id)
     assert result.ok, result.to_dict()
 

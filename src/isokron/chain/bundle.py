@@ -1,12 +1,17 @@
 """The chain export bundle: a JSON Lines file an auditor can verify with nothing else.
 
-Line 1 is a header, every further line one event, in seq order::
+Line 1 is a header, then one line per event in seq order, then (version 2) one line per live
+state row, so the workspace's state can be checked offline against the chain (docs/chain.md §6
+and §11)::
 
-    {"format": "isokron-chain-export", "version": 1, "workspace_id": ..., "tenant_id": ...,
-     "exported_at": ..., "event_count": N, "head_seq": ..., "head_hash": ...}
+    {"format": "isokron-chain-export", "version": 2, "workspace_id": ..., "tenant_id": ...,
+     "exported_at": ..., "event_count": N, "head_seq": ..., "head_hash": ..., "state_rows": M}
     {"seq": 1, "event_id": ..., "tenant_id": ..., "actor_id": ..., "event_type": ...,
      "occurred_at": ..., "occurred_at_us": ..., "payload_text": ... | null,
      "payload_digest": hex, "prev_event_hash": hex, "this_event_hash": hex}
+    {"state_table": "public.kora_policy_registry", "key": "policy.x", "values": [text|null, ...]}
+
+Version 1 files (no state lines, no ``state_rows``) are still read and verified (chain only).
 
 Writing is streaming and atomic: events are spooled to an anonymous temporary file (the header
 needs the count and head, which are known only at the end), then header and events are written
@@ -31,6 +36,7 @@ from typing import IO, Any
 from uuid import UUID
 
 from isokron.chain.hashing import DIGEST_SIZE, ChainRecord, us_to_datetime
+from isokron.chain.state import STATE_TABLES, STATE_TABLES_BY_NAME, StateLedger
 from isokron.chain.verify import Checkpoint, Finding, VerifyReport, add_findings, verify_records
 from isokron.errors import ChainError
 
@@ -40,6 +46,7 @@ __all__ = [
     "BundleHeader",
     "format_timestamp",
     "read_bundle",
+    "read_bundle_with_state",
     "record_to_dict",
     "verify_bundle",
     "write_bundle",
@@ -48,7 +55,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "isokron-chain-export"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 BundleTarget = str | os.PathLike[str] | IO[bytes] | IO[str]
 BundleSource = str | os.PathLike[str] | IO[bytes] | IO[str]
@@ -90,6 +98,9 @@ class BundleHeader:
     event_count: int
     head_seq: int | None
     head_hash: bytes | None
+    #: State lines the file holds (version 2); None when it carries no state section (a
+    #: version-1 file, or a chain written without rows): then only the chain is verified.
+    state_rows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the header line as a JSON-ready dict."""
@@ -102,6 +113,7 @@ class BundleHeader:
             "event_count": self.event_count,
             "head_seq": self.head_seq,
             "head_hash": None if self.head_hash is None else self.head_hash.hex(),
+            "state_rows": self.state_rows,
         }
 
 
@@ -202,6 +214,16 @@ def _write_atomic(path: Path, header: BundleHeader, spool: IO[bytes]) -> None:
     _fsync_dir(path.parent)
 
 
+def _spool_state(rows: Iterable[tuple[str, str, Sequence[str | None]]], spool: IO[bytes]) -> int:
+    """Write state lines (table, key, canonical texts) to ``spool``; return how many."""
+    count = 0
+    for table, key, values in rows:
+        line = {"state_table": table, "key": key, "values": list(values)}
+        spool.write((_json_dumps(line) + "\n").encode("utf-8"))
+        count += 1
+    return count
+
+
 def write_bundle(
     target: BundleTarget,
     *,
@@ -209,6 +231,7 @@ def write_bundle(
     tenant_id: UUID,
     records: Iterable[ChainRecord],
     exported_at: datetime | None = None,
+    state_rows: Iterable[tuple[str, str, Sequence[str | None]]] | None = None,
 ) -> BundleHeader:
     """Write a chain export bundle and return its header.
 
@@ -229,6 +252,7 @@ def write_bundle(
             event_count=count,
             head_seq=head_seq,
             head_hash=head_hash,
+            state_rows=None if state_rows is None else _spool_state(state_rows, spool),
         )
         if path is not None:
             _write_atomic(path, header, spool)
@@ -258,11 +282,13 @@ def _is_stream(target: object) -> bool:
 class _LineParser:
     """Turns bundle lines into values, raising ChainError that names the source and line."""
 
-    __slots__ = ("lineno", "name", "uuid_cache")
+    __slots__ = ("lineno", "name", "state", "uuid_cache")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.lineno = 0
+        #: State lines met so far: (table, key, canonical texts).
+        self.state: list[tuple[str, str, list[str | None]]] = []
         # Tenant and actor ids repeat on every line; parsing each only once is much cheaper.
         self.uuid_cache: dict[str, UUID] = {}
 
@@ -346,10 +372,10 @@ class _LineParser:
                 f"format is {obj.get('format')!r:.60}, expected {BUNDLE_FORMAT!r} — "
                 "not an isokron chain export"
             )
-        if obj.get("version") != BUNDLE_VERSION:
+        if obj.get("version") not in READABLE_VERSIONS:
             raise self.fail(
                 f"version {obj.get('version')!r:.20} is not supported (this reader knows "
-                f"version {BUNDLE_VERSION})"
+                f"versions {', '.join(map(str, READABLE_VERSIONS))})"
             )
         self.require(obj, _HEADER_FIELDS)
         head_seq = None if obj["head_seq"] is None else self.integer(obj, "head_seq")
@@ -357,6 +383,11 @@ class _LineParser:
         event_count = self.integer(obj, "event_count")
         if event_count < 0:
             raise self.fail(f"event_count must not be negative, got {event_count}")
+        state_rows = None
+        if obj["version"] >= 2:
+            self.require(obj, ("state_rows",))
+            if obj["state_rows"] is not None:
+                state_rows = self.integer(obj, "state_rows")
         return BundleHeader(
             workspace_id=self.string(obj, "workspace_id"),
             tenant_id=self.uuid(obj, "tenant_id"),
@@ -364,10 +395,24 @@ class _LineParser:
             event_count=event_count,
             head_seq=head_seq,
             head_hash=head_hash,
+            state_rows=state_rows,
         )
 
-    def record(self, raw: bytes | str) -> ChainRecord:
+    def state_line(self, obj: Mapping[str, Any]) -> None:
+        self.require(obj, ("state_table", "key", "values"))
+        values = obj["values"]
+        if not isinstance(values, list) or not all(v is None or isinstance(v, str) for v in values):
+            raise self.fail("values must be a list of strings and nulls")
+        self.state.append((self.string(obj, "state_table"), self.string(obj, "key"), values))
+
+    def record(self, raw: bytes | str) -> ChainRecord | None:
+        """An event line as a record; a state line is kept in ``state`` (returns None)."""
         obj = self.load(raw)
+        if "state_table" in obj:
+            self.state_line(obj)
+            return None
+        if self.state:
+            raise self.fail("an event line after the state lines")
         self.require(obj, _RECORD_FIELDS)
         occurred_at_us = self.integer(obj, "occurred_at_us")
         occurred_at = self.timestamp(obj, "occurred_at")
@@ -404,13 +449,24 @@ def _iter_records(
     try:
         for raw in fh:
             parser.lineno += 1
-            yield parser.record(raw)
+            record = parser.record(raw)
+            if record is not None:
+                yield record
     finally:
         if owned:
             fh.close()
 
 
 def read_bundle(source: BundleSource) -> tuple[BundleHeader, Iterator[ChainRecord]]:
+    """Open a bundle; return its header and a lazy iterator over its events (see
+    :func:`read_bundle_with_state` for the state lines)."""
+    header, records, _ = read_bundle_with_state(source)
+    return header, records
+
+
+def read_bundle_with_state(
+    source: BundleSource,
+) -> tuple[BundleHeader, Iterator[ChainRecord], list[tuple[str, str, list[str | None]]]]:
     """Open a bundle; return its header and a lazy iterator over its events.
 
     ``source`` is a path, ``"-"`` for stdin, or an open file object (binary, or text already
@@ -442,7 +498,8 @@ def read_bundle(source: BundleSource) -> tuple[BundleHeader, Iterator[ChainRecor
         if owned:
             fh.close()
         raise
-    return header, _iter_records(fh, parser, owned)
+    # The state list fills as the records iterator reaches the state lines (after the events).
+    return header, _iter_records(fh, parser, owned), parser.state
 
 
 def _header_findings(header: BundleHeader, report: VerifyReport) -> list[Finding]:
@@ -483,6 +540,68 @@ def _header_findings(header: BundleHeader, report: VerifyReport) -> list[Finding
     return findings
 
 
+def _feed_ledger(records: Iterable[ChainRecord], ledger: StateLedger) -> Iterator[ChainRecord]:
+    """Pass records through, giving each payload's row records to ``ledger`` on the way.
+
+    A record without payload text is an erased one (exports carry every other payload); a
+    payload that does not match its digest is reported by the chain verifier.
+    """
+    for record in records:
+        if record.payload_text is None:
+            ledger.add_event(record.seq, str(record.event_id), record.event_type, None, erased=True)
+        else:
+            try:
+                payload = json.loads(record.payload_text)
+            except ValueError:
+                payload = None
+            ledger.add_event(record.seq, str(record.event_id), record.event_type, payload)
+        yield record
+
+
+def _state_finding(kind: str, seq: int | None, message: str) -> Finding:
+    return Finding(kind, seq, None, message)
+
+
+def _state_findings(
+    header: BundleHeader, ledger: StateLedger, state: list[tuple[str, str, list[str | None]]]
+) -> list[Finding]:
+    """The bundle's state lines against the chain's records, and the header bound to them."""
+    findings: list[Finding] = []
+    if header.state_rows != len(state):
+        findings.append(
+            _state_finding(
+                "header_mismatch",
+                None,
+                f"the bundle header says state_rows {header.state_rows}, but the file contains "
+                f"{len(state)} state lines — lines were added or removed",
+            )
+        )
+    by_table: dict[str, list[tuple[str, list[str | None]]]] = {}
+    for table_name, key, values in state:
+        by_table.setdefault(table_name, []).append((key, values))
+    for unknown in sorted(set(by_table) - set(STATE_TABLES_BY_NAME)):
+        findings.append(
+            _state_finding("header_mismatch", None, f"state lines of unknown table {unknown}")
+        )
+    for spec in STATE_TABLES:
+        findings += ledger.check_table(spec, by_table.get(spec.name, []), _state_finding)
+    findings += ledger.finish(STATE_TABLES, _state_finding)
+    # The header's workspace_id and tenant_id are bound by the tenant row the chain proves.
+    tenants = {key: values for key, values in by_table.get("hivex_foundation.tenant", [])}
+    tenant_row = tenants.get(header.workspace_id)
+    if tenant_row is None or tenant_row[0] != str(header.tenant_id) or len(tenants) != 1:
+        findings.append(
+            _state_finding(
+                "header_mismatch",
+                None,
+                f"the bundle header names workspace {header.workspace_id!r} and tenant "
+                f"{header.tenant_id}, but the chain's tenant row says "
+                f"{sorted(tenants) or 'nothing'} — the header was edited",
+            )
+        )
+    return findings
+
+
 def verify_bundle(
     source: BundleSource,
     checkpoints: Sequence[Checkpoint] = (),
@@ -491,17 +610,23 @@ def verify_bundle(
 ) -> VerifyReport:
     """Verify an exported bundle using nothing but the file (and optional checkpoints).
 
-    A structurally malformed file raises ChainError naming the line; a well-formed file that
+    The chain, the header (counts and head; in version 2 also workspace and tenant, bound by
+    the tenant row the chain records), and in version 2 every state row against its latest
+    record (docs/chain.md §11). ``exported_at`` is the exporter's claim and is not proven. A
+    structurally malformed file raises ChainError naming the line; a well-formed file that
     fails verification returns a report with ``ok`` False and the findings.
     """
-    header, records = read_bundle(source)
+    header, records, state = read_bundle_with_state(source)
+    ledger = StateLedger()
     report = verify_records(
-        records,
+        _feed_ledger(records, ledger),
         check_payloads=check_payloads,
         expected_tenant=header.tenant_id,
         checkpoints=checkpoints,
     )
     findings = _header_findings(header, report)
+    if header.state_rows is not None:
+        findings += _state_findings(header, ledger, state)
     for finding in findings:
         logger.warning("[isokron.chain.bundle] %s", finding.message)
     return add_findings(report, findings)

@@ -3,6 +3,7 @@ the Hermes plugin, and decide proposals and escalations."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,7 +24,9 @@ from isokron.cli.common import (
     run_async,
 )
 from isokron.cli.substrate_cmds import _with_conn, as_operator, read_workspace
-from isokron.errors import ConfigError
+from isokron.errors import ConfigError, NotFoundError
+from isokron.governance.redaction import redact_secrets
+from isokron.governance.vocabulary import ESCALATION_STATUSES, PROPOSAL_STATUSES
 from isokron.substrate import admin, reads
 
 hermes_app = typer.Typer(help="Hermes Agent integration.", no_args_is_help=True)
@@ -153,7 +156,9 @@ def hermes_install(
 @boundary
 def proposal_list(
     workspace_id: WorkspaceArg,
-    status: Annotated[str, typer.Option(help="pending, accepted, rejected or all.")] = "pending",
+    status: Annotated[
+        str, typer.Option(help=f"{', '.join(PROPOSAL_STATUSES)} or all.")
+    ] = "pending",
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
@@ -214,27 +219,103 @@ def proposal_decide(
 @boundary
 def escalation_list(
     workspace_id: WorkspaceArg,
-    status: Annotated[str, typer.Option(help="open, approved, rejected or all.")] = "open",
+    status: Annotated[str, typer.Option(help=f"{', '.join(ESCALATION_STATUSES)} or all.")] = "open",
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """List escalations."""
+    """List escalations with the operation each one holds (secrets redacted)."""
     target = resolve_target(dsn, data_dir)
 
     rows = read_workspace(
         target.dsns.admin,
         workspace_id,
-        reads.read_escalation_queue,
+        reads.read_held_escalations,
         status=None if status == "all" else status,
     )
     if json_out:
-        print_json([_slots(r) for r in rows])
+        print_json([_held_json(r) for r in rows])
         return
-    table = Table("escalation_id", "tool", "rule", "reason", "status")
+    table = Table("escalation_id", "raised by", "held operation", "reason", "status")
     for r in rows:
-        table.add_row(str(r.escalation_id), r.tool, r.rule_id or "", r.reason, r.status)
+        held = _held_text(r["request"])
+        if len(held) > HELD_PREVIEW_CHARS:
+            held = held[: HELD_PREVIEW_CHARS - 1] + "…"
+        table.add_row(
+            str(r["escalation_id"]), r["actor_kind"] or "?", held, r["reason"], r["status"]
+        )
     out.print(table)
+
+
+@escalation_app.command("show")
+@boundary
+def escalation_show(
+    workspace_id: WorkspaceArg,
+    escalation_id: Annotated[str, typer.Argument(help="The escalation's id.")],
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one escalation: who raised it, why, and the held operation with its arguments
+    (secrets redacted)."""
+    target = resolve_target(dsn, data_dir)
+    try:
+        wanted = UUID(escalation_id)
+    except ValueError:
+        raise ConfigError(f"{escalation_id!r} is not an escalation id (a UUID)") from None
+    rows = read_workspace(
+        target.dsns.admin,
+        workspace_id,
+        reads.read_held_escalations,
+        status=None,
+        escalation_id=wanted,
+        limit=1,
+    )
+    if not rows:
+        raise NotFoundError(f"no escalation {escalation_id} in workspace {workspace_id!r}")
+    held = _held_json(rows[0])
+    if json_out:
+        print_json(held)
+        return
+    for key in ("escalation_id", "status", "raised_by", "tool", "rule_id", "reason"):
+        out.print(f"{key:<15} {held[key] if held[key] is not None else ''}")
+    out.print(f"{'held operation':<15} {held['held']['op'] or '(none)'}")
+    out.print(json.dumps(held["held"]["args"], indent=2, ensure_ascii=False, default=str))
+
+
+HELD_PREVIEW_CHARS = 80
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` with every secret-shaped string replaced (the constitution's redactor)."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    cleaned = redact_secrets(text)
+    try:
+        return json.loads(cleaned)
+    except ValueError:
+        return cleaned
+
+
+def _held_text(request: Any) -> str:
+    request = request if isinstance(request, dict) else {}
+    args = json.dumps(_redacted(request.get("args", {})), ensure_ascii=False, default=str)
+    return f"{request.get('op') or '(none)'} {args}"
+
+
+def _held_json(row: dict[str, Any]) -> dict[str, Any]:
+    request = row["request"] if isinstance(row["request"], dict) else {}
+    return {
+        "escalation_id": str(row["escalation_id"]),
+        "status": row["status"],
+        "raised_by": row["actor_kind"],
+        "actor_id": str(row["actor_id"]),
+        "tool": row["tool"],
+        "rule_id": row["rule_id"],
+        "reason": row["reason"],
+        "created_at": str(row["created_at"]),
+        "decided_at": None if row["decided_at"] is None else str(row["decided_at"]),
+        "held": {"op": request.get("op"), "args": _redacted(request.get("args", {}))},
+    }
 
 
 @escalation_app.command("decide")
@@ -244,11 +325,20 @@ def escalation_decide(
     escalation_id: Annotated[str, typer.Argument(help="The escalation's id.")],
     decision: Annotated[str, typer.Argument(help="approve (performs the held write) or reject.")],
     note: Annotated[str, typer.Option(help="Why.")] = "",
+    override: Annotated[
+        bool,
+        typer.Option(
+            "--override",
+            help="If the actor who raised it no longer holds the capability, perform the held "
+            "write as the operator instead (the chain records the override).",
+        ),
+    ] = False,
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Approve or reject an escalation; approving performs the held write."""
+    """Approve or reject an escalation; approving performs the held write as the actor who
+    raised it, if that actor holds the operation's capability now."""
     verdict = {"approve": "approved", "reject": "rejected"}.get(decision)
     if verdict is None:
         raise ConfigError("decision must be approve or reject")
@@ -258,7 +348,12 @@ def escalation_decide(
         target.dsns.admin,
         workspace_id,
         "decide_escalation",
-        {"escalation_id": str(UUID(escalation_id)), "decision": verdict, "note": note},
+        {
+            "escalation_id": str(UUID(escalation_id)),
+            "decision": verdict,
+            "note": note,
+            "override": override,
+        },
     )
     print_json(result) if json_out else out.print(
         f"escalation {escalation_id} {verdict} (event {result['event_id']})"

@@ -64,10 +64,12 @@ def verify(
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Re-compute the hash chain and check charter, scratchpad and constitution hashes.
+    """Re-compute the hash chain and prove every state row against the event that last
+    recorded it (and the charter, scratchpad and constitution hashes).
 
-    Exits 1 and names the first problem (a broken link, a gap in seq, a fork, an edited
-    payload, a row no event approved) when anything does not verify.
+    Exits 1 and names the problems (a broken link, a gap in seq, a fork, an edited payload, an
+    unchained erasure, a row changed, deleted or inserted outside the write operations: table,
+    key and columns) when anything does not verify.
     """
     _verify(workspace_id, bundle, against, dsn, data_dir, json_out)
 
@@ -82,6 +84,7 @@ def _verify(
     json_out: bool,
 ) -> None:
     checkpoints = _load_checkpoints(against)
+    rows: int | None = None  # state rows proven (in the database; a bundle's are in its report)
     if (workspace_id is None) == (bundle is None):
         raise ConfigError("give either a WORKSPACE to verify in the database or --bundle FILE")
     if bundle is not None:
@@ -100,15 +103,18 @@ def _verify(
             )
         report, ok, data = result.chain, result.ok, result.to_dict()
         findings = list(report.problems) + list(result.findings)
+        rows = result.rows_checked
     if json_out:
         print_json(data)
     else:
-        _print_report(report, findings, ok, len(checkpoints))
+        _print_report(report, findings, ok, len(checkpoints), rows)
     if not ok:
         raise typer.Exit(1)
 
 
-def _print_report(report: VerifyReport, findings: list, ok: bool, n_checkpoints: int) -> None:
+def _print_report(
+    report: VerifyReport, findings: list, ok: bool, n_checkpoints: int, rows: int | None = None
+) -> None:
     head = (
         f"seq {report.head_seq}, head {report.head_hash.hex()[:16]}…"
         if report.head_hash
@@ -116,6 +122,8 @@ def _print_report(report: VerifyReport, findings: list, ok: bool, n_checkpoints:
     )
     if ok:
         extra = f", {n_checkpoints} checkpoint(s) confirmed" if n_checkpoints else ""
+        if rows is not None:
+            extra += f", {rows:,} state rows proven"
         out.print(f"[green]verified[/]: {report.events_checked:,} events ({head}){extra}")
         return
     err.print(

@@ -8,7 +8,7 @@ import os
 import typer
 
 from isokron import __version__
-from isokron.cli import agent_cmds, audit_cmds, outbox_cmds, substrate_cmds
+from isokron.cli import agent_cmds, audit_cmds, lifecycle_cmds, outbox_cmds, substrate_cmds
 from isokron.cli.common import boundary
 
 app = typer.Typer(
@@ -53,6 +53,8 @@ app.add_typer(substrate_cmds.policy_app, name="policy")
 app.add_typer(substrate_cmds.capability_app, name="capability")
 app.add_typer(substrate_cmds.token_app, name="token")
 app.add_typer(substrate_cmds.constitution_app, name="constitution")
+app.add_typer(lifecycle_cmds.actor_app, name="actor")
+app.command("maintain")(lifecycle_cmds.maintain)
 app.command("verify")(audit_cmds.verify)
 app.command("export")(audit_cmds.export)
 app.command("checkpoint")(audit_cmds.checkpoint)

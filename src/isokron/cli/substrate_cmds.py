@@ -4,12 +4,14 @@ capability, token."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from isokron.cli.common import (
@@ -24,13 +26,20 @@ from isokron.cli.common import (
     run_async,
 )
 from isokron.errors import ConfigError, NotFoundError
-from isokron.substrate import admin, connection, defaults, reads, writes
-from isokron.substrate.constitution import Constitution
+from isokron.governance import seeds
+from isokron.governance.arguments import describe_validation_error
+from isokron.governance.charter import charter_sections_from_markdown
+from isokron.governance.operations import OPERATIONS
+from isokron.governance.policies import POLICIES
+from isokron.governance.rules import Constitution
+from isokron.substrate import admin, citus, connection, reads, writes
 from isokron.substrate.dsn import redact_dsn
 from isokron.substrate.embedded import default_data_dir, stop_embedded
 from isokron.substrate.migrate import upgrade
 
-db_app = typer.Typer(help="Database schema: apply migrations.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema: apply migrations; distribute over Citus.", no_args_is_help=True
+)
 workspace_app = typer.Typer(help="Create and list workspaces.", no_args_is_help=True)
 charter_app = typer.Typer(
     help="The workspace's role charter (the agent's identity).", no_args_is_help=True
@@ -69,6 +78,27 @@ def db_upgrade(
         out.print("database is up to date")
 
 
+@db_app.command("distribute")
+@boundary
+def db_distribute(dsn: DsnOption = None, json_out: JsonOption = False) -> None:
+    """Spread the substrate over a Citus cluster (run on the coordinator after `db upgrade`).
+
+    Makes public.workspaces and hivex_foundation.tenant reference tables and distributes every
+    other table by workspace_id in one co-location group. Re-running is a no-op.
+    """
+    target = resolve_target(dsn, None)
+    with out.status("distributing…") as status:
+        tables = citus.distribute(
+            target.dsns.admin, progress=lambda t: status.update(f"distributing {t}…")
+        )
+    if json_out:
+        print_json({"tables": [asdict(t) for t in tables]})
+        return
+    for t in tables:
+        state = "made" if t.created else "already"
+        out.print(f"  {state} {t.kind:<11} {t.table} (co-location group {t.colocation_id})")
+
+
 async def _operator(conn: Any, workspace_id: str) -> UUID:
     await admin.require_workspace(conn, workspace_id)
     operator = await reads.actor_id_of_kind(conn, workspace_id, "operator")
@@ -78,12 +108,21 @@ async def _operator(conn: Any, workspace_id: str) -> UUID:
 
 
 def as_operator(dsn: str, workspace_id: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Perform one chained operation (governance or decision) as the workspace's operator."""
+    """Perform one chained operation (governance or decision) as the workspace's operator.
+
+    ``args`` are validated by the operation's argument model (``isokron.governance``) and sent
+    as that model's JSON.
+    """
+    operation = OPERATIONS[op]
+    try:
+        sql_args = operation.arguments.model_validate(args).sql_args()
+    except ValidationError as exc:
+        raise ConfigError(f"{op}: {describe_validation_error(exc)}") from None
 
     async def go(conn: Any) -> dict[str, Any]:
         operator = await _operator(conn, workspace_id)
-        perform = writes.govern if op in writes.GOVERNANCE_OPERATIONS else writes.write
-        return await perform(conn, op, workspace_id, operator, args)
+        perform = writes.govern if operation.governance else writes.write
+        return await perform(conn, op, workspace_id, operator, sql_args)
 
     return run_async(_with_conn(dsn, go))
 
@@ -103,7 +142,7 @@ async def _ensure_workspace(dsn: str, workspace_id: str, name: str | None) -> bo
     try:
         if any(w["workspace_id"] == workspace_id for w in await admin.list_workspaces(conn)):
             return False
-        await writes.create_workspace(conn, workspace_id, name)
+        await writes.create_workspace(conn, workspace_id, name, seed=seeds.default_seed())
         return True
     finally:
         await conn.close()
@@ -186,7 +225,9 @@ def workspace_create(
     async def go() -> writes.CreatedWorkspace:
         conn = await connection.connect(target.dsns.admin)
         try:
-            return await writes.create_workspace(conn, workspace_id, name, charter_md=md)
+            return await writes.create_workspace(
+                conn, workspace_id, name, seed=seeds.default_seed(md)
+            )
         finally:
             await conn.close()
 
@@ -250,7 +291,7 @@ def charter_set(
 ) -> None:
     """Install a new charter version (the previous one stays in history, inactive)."""
     md = file.read_text(encoding="utf-8")
-    sections = defaults.charter_sections_from_markdown(md)
+    sections = charter_sections_from_markdown(md)
     target = resolve_target(dsn, data_dir)
 
     result = as_operator(
@@ -338,16 +379,23 @@ def policy_list(
     data_dir: DataDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """List the workspace's policies."""
+    """List the workspace's policies: value, unit, seeded default and what each does."""
     target = resolve_target(dsn, data_dir)
 
     rows = read_workspace(target.dsns.admin, workspace_id, reads.read_policy_registry)
     if json_out:
         print_json({p.policy_key: p.value for p in rows})
         return
-    table = Table("policy", "value", "description")
+    table = Table("policy", "value", "unit", "default", "description")
     for p in rows:
-        table.add_row(p.policy_key, json.dumps(p.value), p.description)
+        known = POLICIES.get(p.policy_key)
+        table.add_row(
+            p.policy_key,
+            json.dumps(p.value),
+            known.unit if known else "",
+            json.dumps(known.default) if known else "",
+            known.description if known else p.description,
+        )
     out.print(table)
 
 

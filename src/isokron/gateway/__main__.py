@@ -15,6 +15,7 @@ from isokron.gateway.server import run_gateway
 from isokron.gateway.settings import (
     DEFAULT_GOVERNANCE_TTL_SECONDS,
     DEFAULT_HOST,
+    DEFAULT_MAINTAIN_INTERVAL_SECONDS,
     DEFAULT_PORT,
     TOKEN_ENV,
     TRANSPORTS,
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds policies, capabilities, constitution and tokens are cached (0: off)",
     )
     parser.add_argument(
+        "--maintain-interval",
+        type=float,
+        default=DEFAULT_MAINTAIN_INTERVAL_SECONDS,
+        help="seconds between maintenance passes (expiry, retention, key TTL; 0: off)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser.parse_args(argv)
@@ -80,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             governance_ttl_seconds=args.governance_ttl,
+            maintain_interval_seconds=args.maintain_interval,
         )
         run_gateway(settings)
     except IsoKronError as exc:

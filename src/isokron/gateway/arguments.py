@@ -27,12 +27,11 @@ from pydantic import ValidationError
 
 from isokron.gateway import results
 from isokron.gateway.decision_log import log_decision
+from isokron.governance.arguments import MAX_LISTED_PROBLEMS, describe_validation_error
 
 if TYPE_CHECKING:
     from isokron.gateway.service import Gateway
 
-#: Most validation problems listed in one invalid_argument refusal.
-MAX_LISTED_PROBLEMS = 8
 #: Unknown argument names that are quoted in a refusal; anything else is only counted.
 ARGUMENT_NAME_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
@@ -107,17 +106,6 @@ def argument_problem(tool: Tool, arguments: Mapping[str, Any]) -> str | None:
     except RecursionError:
         return "the arguments are nested too deeply."
     return None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """Pydantic's findings as 'field: problem' phrases, without the rejected values."""
-    problems = [
-        f"{'.'.join(str(part) for part in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
-    more = len(problems) - MAX_LISTED_PROBLEMS
-    text = "; ".join(problems[:MAX_LISTED_PROBLEMS])
-    return text + (f"; and {more} more." if more > 0 else ".")
 
 
 class TextKeepingMetadata(FuncMetadata):

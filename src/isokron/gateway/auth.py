@@ -25,7 +25,8 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from isokron.errors import RefusalError
 from isokron.gateway import decision_log
-from isokron.substrate.connection import translate_pg_error
+from isokron.substrate.connection import fetch_in_transaction
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 from isokron.substrate.writes import (
     TOKEN_PREFIX,
     TOKEN_SECRET_LENGTH,
@@ -33,7 +34,11 @@ from isokron.substrate.writes import (
     token_sha256,
 )
 
-AUTHENTICATE_TOKEN_SQL = "SELECT isokron_api.authenticate_token($1::bytea)"
+AUTHENTICATE_TOKEN_SQL = """
+SELECT isokron_api.authenticate_token($1::bytea)
+       || jsonb_build_object('issued_at',
+                             extract(epoch FROM isokron_api.token_issued_at($1::bytea))::float8)
+"""
 
 TOKEN_SHAPE = re.compile(rf"{TOKEN_PREFIX}[A-Za-z0-9]{{{TOKEN_SECRET_LENGTH}}}")
 #: Most token lookups remembered at once; beyond it expired entries are dropped first.
@@ -43,7 +48,8 @@ _STATUS_MESSAGES = {
     "revoked": "The service token {prefix}… was revoked; ask an operator for a new one.",
     "expired": "The service token {prefix}… has expired; ask an operator for a new one.",
     "actor_disabled": (
-        "The actor that service token {prefix}… belongs to is disabled in its workspace."
+        "The actor that service token {prefix}… belongs to is disabled in its workspace; an "
+        "operator can enable it again (isokron actor enable)."
     ),
 }
 MISSING_TOKEN_MESSAGE = (
@@ -59,6 +65,10 @@ UNKNOWN_TOKEN_MESSAGE = (
 
 #: Why the current HTTP request's token was refused, for the 401 reply (see server.py).
 refusal_reason: ContextVar[str | None] = ContextVar("isokron_gateway_refusal_reason", default=None)
+#: ... and its code (``unauthenticated`` or ``actor_disabled``).
+refusal_code: ContextVar[str] = ContextVar(
+    "isokron_gateway_refusal_code", default="unauthenticated"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,11 @@ class Principal:
     actor_kind: str
     token_id: str
     token_prefix: str
+    #: When the token was issued (Unix seconds), for policy.kora_service_token_max_age_days.
+    issued_at: float | None = None
+    #: Hex SHA-256 of the presented token: the credential every write carries to the database,
+    #: which resolves the actor from it again (never logged; not the secret itself).
+    token_sha256: str = ""
 
     def claims(self) -> dict[str, str]:
         """The principal as AccessToken claims (how it crosses the SDK's HTTP auth layer)."""
@@ -79,6 +94,8 @@ class Principal:
             "actor_kind": self.actor_kind,
             "token_id": self.token_id,
             "token_prefix": self.token_prefix,
+            "issued_at": "" if self.issued_at is None else repr(self.issued_at),
+            "token_sha256": self.token_sha256,
         }
 
     @classmethod
@@ -90,6 +107,8 @@ class Principal:
             actor_kind=str(claims["actor_kind"]),
             token_id=str(claims["token_id"]),
             token_prefix=str(claims["token_prefix"]),
+            issued_at=float(claims["issued_at"]) if claims.get("issued_at") else None,
+            token_sha256=str(claims.get("token_sha256", "")),
         )
 
 
@@ -106,21 +125,30 @@ def loggable_prefix(token: str | None) -> str | None:
     return token_public_prefix(token) if token is not None and is_well_formed(token) else None
 
 
-def principal_from_record(record: Mapping[str, Any] | None, prefix: str) -> Principal:
+def principal_from_record(
+    record: Mapping[str, Any] | None, prefix: str, digest: bytes = b""
+) -> Principal:
     """Turn an ``authenticate_token`` result into a principal, or raise ``unauthenticated``."""
     if record is None:
         raise RefusalError("unauthenticated", UNKNOWN_TOKEN_MESSAGE.format(prefix=prefix))
     status = record.get("status")
     if status != "active":
         template = _STATUS_MESSAGES.get(str(status), UNKNOWN_TOKEN_MESSAGE)
-        raise RefusalError("unauthenticated", template.format(prefix=prefix))
+        code = "actor_disabled" if status == "actor_disabled" else "unauthenticated"
+        raise RefusalError(code, template.format(prefix=prefix))
     return Principal(
         workspace_id=str(record["workspace_id"]),
         actor_id=str(record["actor_id"]),
         actor_kind=str(record["actor_kind"]),
         token_id=str(record["token_id"]),
         token_prefix=str(record.get("token_prefix") or prefix),
+        issued_at=_seconds(record.get("issued_at")),
+        token_sha256=digest.hex(),
     )
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class Authenticator:
@@ -144,7 +172,7 @@ class Authenticator:
 
         Raises:
             RefusalError: code ``unauthenticated`` for a missing, malformed, unknown, revoked or
-                expired token, or one whose actor is disabled.
+                expired token; ``actor_disabled`` for one whose actor is disabled.
             SubstrateError: the database could not be asked.
         """
         if not token:
@@ -156,11 +184,11 @@ class Authenticator:
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            return principal_from_record(cached[0], prefix)
+            return principal_from_record(cached[0], prefix, digest)
         record = await self._lookup(digest)
         if self._ttl > 0:
             self._remember(digest, record, now + self._cache_seconds(record), now)
-        return principal_from_record(record, prefix)
+        return principal_from_record(record, prefix, digest)
 
     def _cache_seconds(self, record: Mapping[str, Any] | None) -> float:
         # Never cache an active token past its own expiry.
@@ -171,9 +199,9 @@ class Authenticator:
 
     async def _lookup(self, digest: bytes) -> Mapping[str, Any] | None:
         try:
-            record = await self._pool.fetchval(AUTHENTICATE_TOKEN_SQL, digest)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate_pg_error(exc) from exc
+            record = await fetch_in_transaction(self._pool, AUTHENTICATE_TOKEN_SQL, digest)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc) from exc
         return record if isinstance(record, Mapping) else None
 
     def _remember(
@@ -210,6 +238,7 @@ class GatewayTokenVerifier(TokenVerifier):
                 refusal, token_prefix=loggable_prefix(token), started=started
             )
             refusal_reason.set(refusal.message)
+            refusal_code.set(refusal.code)
             return None
         return AccessToken(
             token=principal.token_prefix,

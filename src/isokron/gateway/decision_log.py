@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from isokron.errors import RefusalError
-from isokron.substrate.constitution import redact_secrets
+from isokron.governance.redaction import redact_secrets
 
 log = logging.getLogger("isokron.gateway.decision")
 

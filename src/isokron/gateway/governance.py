@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -23,30 +23,26 @@ from uuid import UUID
 import asyncpg
 
 from isokron.errors import ConfigError
+from isokron.governance import policies as p
+from isokron.governance.operations import OPERATIONS, WRITE_QUOTAS
+from isokron.governance.policies import POLICIES, flag
+from isokron.governance.rules import Constitution
 from isokron.substrate import reads
-from isokron.substrate.constitution import Constitution
-from isokron.substrate.defaults import DEFAULT_POLICIES
 from isokron.substrate.models import CapabilityRow, PolicyEntry
 
 log = logging.getLogger("isokron.gateway.governance")
 
-KILL_SWITCH = "policy.kora_disabled"
-RATE_LIMIT = "policy.kora_rate_limit_per_minute"
-MAX_PAYLOAD = "policy.kora_max_payload_bytes"
-MAX_SCRATCHPAD_CONTENT = "policy.kora_max_scratchpad_content_bytes"
-MAX_SUMMARY = "policy.kora_max_summary_bytes"
-DEFAULT_VISIBILITY = "policy.kora_scratchpad_default_visibility"
-SEARCH_DEFAULT_LIMIT = "policy.kora_node_search_default_limit"
-OUTPUT_CAP = "policy.kora_output_size_cap_pull"
-CONSTITUTION_FAILURE_MODE = "policy.kora_constitution_failure_mode"
-
+#: The policies that set a quota's limit (see ``isokron.governance.operations.Quota``).
+QUOTA_POLICIES = tuple(
+    sorted(
+        {q.policy for op in OPERATIONS.values() for q in op.quotas}
+        | {q.policy for q in WRITE_QUOTAS}
+    )
+)
 #: The actor kind the kill switch stops.
 KILLABLE_KIND = "kora"
 #: Most compiled constitution revisions kept in memory.
 MAX_COMPILED_REVISIONS = 256
-
-_TRUE_WORDS = frozenset({"true", "on", "yes", "1"})
-_FALSE_WORDS = frozenset({"false", "off", "no", "0", ""})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +69,11 @@ class Governance:
     constitution_revision: int | None = None
     constitution_problem: str | None = None
     constitution_fail_open: bool = False
+    #: Limit of each quota policy (writes per minute, burst, nodes, links, proposals ...).
+    limits: Mapping[str, int] = field(default_factory=dict)
+    handoff_summary_required: bool = True
+    token_max_age_days: int = 0
+    denials_redacted: bool = True
 
     @property
     def stopped(self) -> bool:
@@ -80,36 +81,17 @@ class Governance:
         return self.kill_switch and self.actor_kind == KILLABLE_KIND
 
 
-def flag(value: Any) -> bool:
-    """A policy value read as a switch; anything unrecognisable counts as on (fail closed)."""
-    if isinstance(value, bool):
-        return value
-    if value is None:
-        return False
-    if isinstance(value, int | float):
-        return value != 0
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _FALSE_WORDS:
-            return False
-        if word in _TRUE_WORDS:
-            return True
-    return True
-
-
 def whole_number(policies: Mapping[str, Any], key: str, workspace_id: str) -> int:
     """A non-negative integer policy; a missing or malformed one falls back to its seed value."""
-    value = policies.get(key)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    value = p.whole_number(policies, key)
+    if value is not None:
         return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    fallback = int(DEFAULT_POLICIES[key].value)
+    fallback = int(POLICIES[key].default)
     log.warning(
         "[isokron.gateway.policy_fallback] workspace %s: %s is %s; using the seeded value %d",
         workspace_id,
         key,
-        "missing" if key not in policies else f"not a whole number ({value!r})",
+        "missing" if key not in policies else f"not a whole number ({policies.get(key)!r})",
         fallback,
     )
     return fallback
@@ -126,26 +108,30 @@ def build_governance(
     constitution_problem: str | None = None,
 ) -> Governance:
     """Assemble a snapshot from what was read (pure; no I/O)."""
-    values = {p.policy_key: p.value for p in policies}
-    visibility = values.get(DEFAULT_VISIBILITY)
+    values = {entry.policy_key: entry.value for entry in policies}
+    visibility = values.get(p.DEFAULT_VISIBILITY)
     if visibility not in ("own_only", "cross_agent_dereferenceable"):
         visibility = "own_only"
     return Governance(
         workspace_id=workspace_id,
         actor_kind=actor_kind,
         capabilities=capabilities,
-        kill_switch=flag(values.get(KILL_SWITCH)),
-        rate_limit_per_minute=whole_number(values, RATE_LIMIT, workspace_id),
-        max_payload_bytes=whole_number(values, MAX_PAYLOAD, workspace_id),
-        max_scratchpad_content_bytes=whole_number(values, MAX_SCRATCHPAD_CONTENT, workspace_id),
-        max_summary_bytes=whole_number(values, MAX_SUMMARY, workspace_id),
+        kill_switch=flag(values.get(p.KILL_SWITCH)),
+        rate_limit_per_minute=whole_number(values, p.RATE_LIMIT, workspace_id),
+        max_payload_bytes=whole_number(values, p.MAX_PAYLOAD, workspace_id),
+        max_scratchpad_content_bytes=whole_number(values, p.MAX_SCRATCHPAD_CONTENT, workspace_id),
+        max_summary_bytes=whole_number(values, p.MAX_SUMMARY, workspace_id),
         default_visibility=str(visibility),
-        search_default_limit=whole_number(values, SEARCH_DEFAULT_LIMIT, workspace_id),
-        output_cap=whole_number(values, OUTPUT_CAP, workspace_id),
+        search_default_limit=whole_number(values, p.SEARCH_DEFAULT_LIMIT, workspace_id),
+        output_cap=whole_number(values, p.OUTPUT_CAP, workspace_id),
         constitution=constitution,
         constitution_revision=constitution_revision,
         constitution_problem=constitution_problem,
-        constitution_fail_open=values.get(CONSTITUTION_FAILURE_MODE) == "allow",
+        constitution_fail_open=values.get(p.CONSTITUTION_FAILURE_MODE) == "allow",
+        limits={key: whole_number(values, key, workspace_id) for key in QUOTA_POLICIES},
+        handoff_summary_required=flag(values.get(p.HANDOFF_SUMMARY_REQUIRED)),
+        token_max_age_days=whole_number(values, p.TOKEN_MAX_AGE, workspace_id),
+        denials_redacted=flag(values.get(p.DENIALS_REDACTED)),
     )
 
 

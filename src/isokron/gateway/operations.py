@@ -1,6 +1,6 @@
 """What each gateway tool does, apart from how the MCP SDK sees it.
 
-A :class:`ToolSpec` names a tool's capability (from ``defaults.TOOL_CAPABILITIES``) and says
+A :class:`ToolSpec` names a tool's capability (from ``isokron.governance.operations``) and says
 how to turn its validated arguments into what the pipeline screens: for a write tool, the
 substrate write operation and its arguments (:class:`Prepared`); for a read tool, a coroutine
 that reads through the reader role.
@@ -16,17 +16,18 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from pydantic import ValidationError
 
 from isokron.errors import NotFoundError
 from isokron.gateway.auth import Principal
 from isokron.gateway.governance import Governance
+from isokron.governance import arguments as a
+from isokron.governance.arguments import OperationArguments, describe_validation_error
+from isokron.governance.operations import DEFAULT_READ_LIMIT, TOOLS, tool_capability
 from isokron.substrate import reads, writes
-from isokron.substrate.defaults import TOOL_CAPABILITIES
 
 #: Arguments every tool takes that are not part of what it writes or reads.
 CALL_ARGUMENTS = frozenset({"workspace_id", "idempotency_key"})
-#: Rows a read returns when the caller gives no limit (the workspace's pull cap still applies).
-DEFAULT_READ_LIMIT = 50
 
 
 class ArgumentProblem(ValueError):
@@ -63,20 +64,23 @@ class ToolSpec:
 
     @property
     def capability(self) -> str | None:
-        return TOOL_CAPABILITIES.get(self.name)
+        return tool_capability(self.name)
 
     @property
     def writes(self) -> bool:
-        return self.read is None
+        return TOOLS[self.name].writes
 
 
-def _present(args: Mapping[str, Any], *keys: str) -> dict[str, Any]:
-    """The named arguments that were given (not None), as a fresh dict."""
-    return {k: args[k] for k in keys if args.get(k) is not None}
-
-
-def _uuid(value: Any) -> str:
-    return str(value) if isinstance(value, UUID) else str(UUID(str(value)))
+def _typed(model: type[OperationArguments], **fields: Any) -> dict[str, Any]:
+    """The operation's arguments in their one typed shape (``isokron.governance.arguments``),
+    as the JSON the SQL operation receives; None fields are left to the model's defaults
+    (except those whose null is a value, ``keep_null``)."""
+    given = {k: v for k, v in fields.items() if v is not None or k in model.keep_null}
+    try:
+        typed = model.model_validate(given)
+    except ValidationError as exc:
+        raise ArgumentProblem(describe_validation_error(exc)) from None
+    return typed.sql_args()
 
 
 # ------------------------------------------------------------------------------- writes
@@ -86,7 +90,7 @@ def prepare_append_event(args: Mapping[str, Any], _g: Governance) -> Prepared:
     event_type = args["event_type"]
     return Prepared(
         "append_event",
-        {"event_type": event_type, "payload": dict(args.get("payload") or {})},
+        _typed(a.AppendEventArgs, event_type=event_type, payload=dict(args.get("payload") or {})),
         event_type=event_type,
     )
 
@@ -99,19 +103,22 @@ def prepare_scratchpad(args: Mapping[str, Any], governance: Governance) -> Prepa
         raise ArgumentProblem("give content, or content_uri with its content_hash.")
     if content is None and given_hash is None:
         raise ArgumentProblem("content_uri needs content_hash, the BLAKE3 hex of that content.")
-    if content is not None and given_hash is not None:
+    digest = None if given_hash is None else str(given_hash).lower()
+    if content is not None:
         computed = writes.content_hash(content)
-        if not hmac.compare_digest(computed, str(given_hash).lower()):
+        if digest is not None and not hmac.compare_digest(computed, digest):
             raise ArgumentProblem(
                 "content_hash does not match the BLAKE3 of content; leave it out and the "
                 "gateway computes it."
             )
-    op_args = writes.scratchpad_args(
+        digest = computed
+    op_args = _typed(
+        a.WriteScratchpadEntryArgs,
         kind=args["kind"],
         summary=args["summary"],
         content=content,
         content_uri=content_uri,
-        content_sha=None if given_hash is None else str(given_hash).lower(),
+        content_hash=digest,
         visibility_scope=args.get("visibility_scope") or governance.default_visibility,
         session_id=args.get("session_id"),
     )
@@ -127,22 +134,36 @@ def prepare_scratchpad(args: Mapping[str, Any], governance: Governance) -> Prepa
 def prepare_propose_convention(args: Mapping[str, Any], _g: Governance) -> Prepared:
     return Prepared(
         "propose_convention",
-        _present(args, "title", "body", "rationale"),
+        _typed(
+            a.ProposeConventionArgs,
+            title=args.get("title"),
+            body=args.get("body"),
+            rationale=args.get("rationale"),
+        ),
         event_type="kora.convention.proposed",
     )
 
 
 def prepare_propose_policy_change(args: Mapping[str, Any], _g: Governance) -> Prepared:
-    op_args = _present(args, "policy_key", "rationale")
-    op_args["proposed_value"] = args.get("proposed_value")
+    op_args = _typed(
+        a.ProposePolicyChangeArgs,
+        policy_key=args.get("policy_key"),
+        rationale=args.get("rationale"),
+        proposed_value=args.get("proposed_value"),
+    )
     return Prepared("propose_policy_change", op_args, event_type="kora.policy_change.proposed")
 
 
 def prepare_raise_escalation(args: Mapping[str, Any], _g: Governance) -> Prepared:
-    request = _present(args, "action")
+    request = {"action": args["action"]} if args.get("action") is not None else {}
     return Prepared(
         "raise_escalation",
-        {"tool": "kora__raise_escalation", "reason": args["reason"], "request": request},
+        _typed(
+            a.RaiseEscalationArgs,
+            tool="kora__raise_escalation",
+            reason=args["reason"],
+            request=request,
+        ),
         event_type="kora.escalation.raised",
     )
 
@@ -150,37 +171,72 @@ def prepare_raise_escalation(args: Mapping[str, Any], _g: Governance) -> Prepare
 def prepare_node_create(args: Mapping[str, Any], _g: Governance) -> Prepared:
     return Prepared(
         "iso_node_create",
-        _present(args, "node_type", "title", "content", "properties"),
+        _typed(
+            a.IsoNodeCreateArgs,
+            node_type=args.get("node_type"),
+            title=args.get("title"),
+            content=args.get("content"),
+            properties=args.get("properties"),
+        ),
         event_type="kora.node.created",
     )
 
 
 def prepare_node_supersede(args: Mapping[str, Any], _g: Governance) -> Prepared:
-    op_args = _present(args, "reason", "title", "content", "properties")
-    op_args["node_id"] = _uuid(args["node_id"])
-    return Prepared("iso_node_supersede", op_args, event_type="kora.node.superseded")
+    return Prepared(
+        "iso_node_supersede",
+        _typed(
+            a.IsoNodeSupersedeArgs,
+            node_id=args["node_id"],
+            reason=args.get("reason"),
+            title=args.get("title"),
+            content=args.get("content"),
+            properties=args.get("properties"),
+        ),
+        event_type="kora.node.superseded",
+    )
 
 
 def prepare_link_create(args: Mapping[str, Any], _g: Governance) -> Prepared:
-    op_args = _present(args, "link_type", "properties")
-    op_args["from_node_id"] = _uuid(args["from_node_id"])
-    op_args["to_node_id"] = _uuid(args["to_node_id"])
-    return Prepared("iso_link_create", op_args, event_type="kora.link.created")
+    return Prepared(
+        "iso_link_create",
+        _typed(
+            a.IsoLinkCreateArgs,
+            from_node_id=args["from_node_id"],
+            to_node_id=args["to_node_id"],
+            link_type=args.get("link_type"),
+            properties=args.get("properties"),
+        ),
+        event_type="kora.link.created",
+    )
 
 
 # Operator decisions are governance acts. The constitution's event-type rules govern what
 # agents append (its default revision denies governance.*), so a decision is screened with no
 # event type: its note is still screened for secrets and size.
 def prepare_decide_proposal(args: Mapping[str, Any], _g: Governance) -> Prepared:
-    op_args = _present(args, "proposal_kind", "decision", "note")
-    op_args["proposal_id"] = _uuid(args["proposal_id"])
-    return Prepared("decide_proposal", op_args)
+    return Prepared(
+        "decide_proposal",
+        _typed(
+            a.DecideProposalArgs,
+            proposal_kind=args.get("proposal_kind"),
+            proposal_id=args["proposal_id"],
+            decision=args.get("decision"),
+            note=args.get("note"),
+        ),
+    )
 
 
 def prepare_decide_escalation(args: Mapping[str, Any], _g: Governance) -> Prepared:
-    op_args = _present(args, "decision", "note")
-    op_args["escalation_id"] = _uuid(args["escalation_id"])
-    return Prepared("decide_escalation", op_args)
+    return Prepared(
+        "decide_escalation",
+        _typed(
+            a.DecideEscalationArgs,
+            escalation_id=args["escalation_id"],
+            decision=args.get("decision"),
+            note=args.get("note"),
+        ),
+    )
 
 
 # -------------------------------------------------------------------------------- reads
@@ -242,7 +298,7 @@ async def read_proposals(
 async def read_node(
     pool: asyncpg.Pool, principal: Principal, args: Mapping[str, Any]
 ) -> dict[str, Any]:
-    node_id = UUID(_uuid(args["node_id"]))
+    node_id = UUID(str(args["node_id"]))
     found = await reads.read_iso_node(pool, principal.workspace_id, node_id)
     if found is None:
         raise NotFoundError(f"no iso node {node_id} in this workspace")

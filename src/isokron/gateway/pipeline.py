@@ -11,7 +11,9 @@ Every call goes through these stages, in this order; the first that objects deci
                     arguments; scratchpad content and summary have
                     their own caps
     6 arguments     well-formed text (no NUL, no lone surrogates),      invalid_argument
-                    nesting at most MAX_JSON_DEPTH, schema errors
+                    nesting at most MAX_JSON_DEPTH, schema errors; a
+                    hand-off event's task_summary when the workspace
+                    requires it
     7 constitution  the active revision, compiled: allow, deny or      constitution_denied
                     escalate (writes only)                             (or an escalation)
 
@@ -22,6 +24,7 @@ answer with the verdict by stage order (:meth:`Verdict.before_rate_limit`).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Mapping
@@ -30,14 +33,16 @@ from enum import IntEnum
 from typing import Any, Literal
 
 from isokron.gateway.auth import Principal
-from isokron.gateway.governance import (
+from isokron.gateway.governance import Governance
+from isokron.governance.operations import HANDOFF_EVENT_TYPES
+from isokron.governance.policies import (
+    HANDOFF_SUMMARY_REQUIRED,
     KILL_SWITCH,
     MAX_PAYLOAD,
     MAX_SCRATCHPAD_CONTENT,
     MAX_SUMMARY,
-    Governance,
 )
-from isokron.substrate.constitution import compact_json_size
+from isokron.governance.rules import compact_json_size
 
 #: Deepest nesting of objects and lists accepted in a call's arguments.
 MAX_JSON_DEPTH = 64
@@ -154,6 +159,8 @@ def screen(principal: Principal, governance: Governance, call: Screening) -> Ver
     if verdict is None:
         verdict = _check_arguments(call)
     if verdict is None and call.writes:
+        verdict = _check_handoff(governance, call)
+    if verdict is None and call.writes:
         verdict = _check_constitution(governance, call, size)
     return verdict or ALLOWED
 
@@ -198,6 +205,24 @@ def _check_arguments(call: Screening) -> Verdict | None:
         return None
     return refuse(
         Stage.ARGUMENTS, "invalid_argument", f"Invalid arguments for {call.tool}: {problem}"
+    )
+
+
+def _check_handoff(governance: Governance, call: Screening) -> Verdict | None:
+    """A hand-off event must say what is handed off while the workspace requires it."""
+    if not governance.handoff_summary_required or call.event_type is None:
+        return None
+    if not any(fnmatch.fnmatchcase(call.event_type, g) for g in HANDOFF_EVENT_TYPES):
+        return None
+    payload = call.arguments.get("payload")
+    summary = payload.get("task_summary") if isinstance(payload, Mapping) else None
+    if isinstance(summary, str) and summary.strip():
+        return None
+    return refuse(
+        Stage.ARGUMENTS,
+        "invalid_argument",
+        f"A hand-off ({call.event_type}) needs a non-empty payload.task_summary in this "
+        f"workspace ({HANDOFF_SUMMARY_REQUIRED} is true): say what the next agent takes over.",
     )
 
 

@@ -27,23 +27,12 @@ from typing import Any
 from mcp_types import CallToolResult, TextContent
 from pydantic_core import to_jsonable_python
 
+from isokron.errors import REFUSAL_CODES
+
 UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
 #: Codes a client can meet in ``structuredContent.error.code``.
-ERROR_CODES = (
-    "unauthenticated",
-    "workspace_mismatch",
-    "capability_denied",
-    "kill_switch",
-    "rate_limited",
-    "too_large",
-    "constitution_denied",
-    "invalid_argument",
-    "not_found",
-    "conflict",
-    UNAVAILABLE,
-    INTERNAL,
-)
+ERROR_CODES = (*REFUSAL_CODES, UNAVAILABLE, INTERNAL)
 
 
 def success(data: Mapping[str, Any]) -> CallToolResult:

@@ -20,6 +20,7 @@ has a timeout, and SIGTERM drains in-flight calls for at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -39,12 +40,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isokron import __version__
 from isokron.errors import SubstrateError
-from isokron.gateway import results, store
+from isokron.gateway import maintenance, results
 from isokron.gateway.arguments import ArgumentGuard
 from isokron.gateway.auth import (
     MISSING_TOKEN_MESSAGE,
     GatewayTokenVerifier,
     is_well_formed,
+    refusal_code,
     refusal_reason,
 )
 from isokron.gateway.service import Gateway
@@ -65,6 +67,7 @@ from isokron.gateway.transport import (
     jsonrpc_error_body,
     send_json,
 )
+from isokron.substrate import writes
 from isokron.substrate.connection import create_pool
 from isokron.substrate.dsn import redact_dsn
 from isokron.substrate.writes import token_public_prefix
@@ -124,7 +127,7 @@ def build_server(gateway: Gateway, settings: GatewaySettings) -> MCPServer:
 async def health_response(gateway: Gateway) -> JSONResponse:
     """``{"status", "database", "transport", "version"}``; HTTP 503 when the database is down."""
     try:
-        await asyncio.wait_for(store.ping(gateway.gateway_pool), HEALTH_TIMEOUT_SECONDS)
+        await asyncio.wait_for(writes.ping(gateway.gateway_pool), HEALTH_TIMEOUT_SECONDS)
     except (SubstrateError, TimeoutError) as exc:
         log.warning("[isokron.gateway.health] database unreachable: %s", exc)
         body = {"status": "degraded", "database": "unreachable"}
@@ -192,6 +195,7 @@ class ExplainUnauthenticated:
             return
         refusal_reason.set(None)
         unavailable_reason.set(None)
+        refusal_code.set("unauthenticated")
         rewriting = False
 
         async def reply(message: Message) -> None:
@@ -205,7 +209,9 @@ class ExplainUnauthenticated:
                 if unavailable_reason.get() is not None:
                     await _send_unavailable(send, scope)
                     return
-                await _send_unauthenticated(send, refusal_reason.get() or MISSING_TOKEN_MESSAGE)
+                await _send_unauthenticated(
+                    send, refusal_reason.get() or MISSING_TOKEN_MESSAGE, refusal_code.get()
+                )
                 return
             await send(message)
 
@@ -233,15 +239,15 @@ async def _send_unavailable(send: Send, scope: Scope) -> None:
     await send_json(send, 503, body, [(b"retry-after", b"1")])
 
 
-async def _send_unauthenticated(send: Send, reason: str) -> None:
+async def _send_unauthenticated(send: Send, reason: str, code: str = "unauthenticated") -> None:
     body = json.dumps(
         {
             "jsonrpc": "2.0",
             "id": None,
             "error": {
                 "code": UNAUTHENTICATED_JSONRPC_CODE,
-                "message": f"[unauthenticated] {reason}",
-                "data": {"code": "unauthenticated"},
+                "message": f"[{code}] {reason}",
+                "data": {"code": code},
             },
         },
         ensure_ascii=False,
@@ -318,32 +324,48 @@ async def serve(settings: GatewaySettings) -> None:
     asyncio.get_running_loop().set_exception_handler(_background_error)
     async with open_gateway(settings) as gateway:
         server = build_server(gateway, settings)
-        if settings.transport == "stdio":
-            _announce_stdio(settings)
-            await server.run_stdio_async()
-            return
-        app = http_app(server, settings)
-        # log_config=None: logging belongs to the entry point, not to uvicorn; no access log:
-        # the decision log already records every call.
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            http=GuardedH11Protocol,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        interval = settings.maintain_interval_seconds
+        maintaining = (
+            asyncio.create_task(maintenance.run_periodically(gateway.gateway_pool, interval))
+            if interval > 0
+            else None
         )
-        log.info(
-            "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
-            _base_url(settings),
-            MCP_PATH,
-            HEALTH_PATH,
-            redact_dsn(settings.reader_dsn),
-            redact_dsn(settings.gateway_dsn),
-        )
-        await uvicorn.Server(config).serve()
+        try:
+            await _serve(server, settings)
+        finally:
+            if maintaining is not None:
+                maintaining.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintaining
+
+
+async def _serve(server: MCPServer, settings: GatewaySettings) -> None:
+    if settings.transport == "stdio":
+        _announce_stdio(settings)
+        await server.run_stdio_async()
+        return
+    app = http_app(server, settings)
+    # log_config=None: logging belongs to the entry point, not to uvicorn; no access log:
+    # the decision log already records every call.
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        http=GuardedH11Protocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    log.info(
+        "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
+        _base_url(settings),
+        MCP_PATH,
+        HEALTH_PATH,
+        redact_dsn(settings.reader_dsn),
+        redact_dsn(settings.gateway_dsn),
+    )
+    await uvicorn.Server(config).serve()
 
 
 def _background_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@
     -> screen: workspace, kill switch,          pipeline.screen (pure, synchronous)
        capability, size caps, arguments,
        constitution
-    -> one round trip (write tools):            store.submit
+    -> one round trip (write tools):            writes.submit
        rate limit + the write and its chain
        event, or the escalation, or the
        denial event -- in one transaction
@@ -21,6 +21,7 @@ chained either: there is no actor to attribute it to.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ from isokron.errors import (
     SubstrateError,
     SubstrateUnavailableError,
 )
-from isokron.gateway import results, store
+from isokron.gateway import results
 from isokron.gateway.auth import Authenticator, Principal, loggable_prefix
 from isokron.gateway.decision_log import log_decision
 from isokron.gateway.governance import Governance, GovernanceCache
@@ -50,13 +51,30 @@ from isokron.gateway.operations import (
 )
 from isokron.gateway.pipeline import Screening, Verdict, screen
 from isokron.gateway.settings import Transport
-from isokron.substrate.connection import translate_pg_error
-from isokron.substrate.constitution import redact_secrets
+from isokron.governance.arguments import RecordDenialArgs
+from isokron.governance.operations import OPERATIONS, WRITE_QUOTAS, WRITES, quotas_for
+from isokron.governance.policies import POLICIES, TOKEN_MAX_AGE
+from isokron.governance.redaction import redact_secrets
+from isokron.substrate import writes
+from isokron.substrate.database_errors import translate
 
 log = logging.getLogger("isokron.gateway")
 
 #: Longest reason stored in a denial event (the substrate's limit).
 MAX_REASON_CHARS = 2000
+#: Longest copy of the refused arguments stored in a denial event (the substrate's limit).
+MAX_DENIAL_ARGUMENTS_CHARS = 4000
+QUOTA_DENIAL_REASON = "A write quota of this actor is used up (rate limit, burst or cap)."
+QUOTAS_BY_BUCKET = {q.bucket: q for op in OPERATIONS.values() for q in (*op.quotas, *WRITE_QUOTAS)}
+QUOTA_WORDS = {
+    "writes": "writes per minute",
+    "burst": "writes per second",
+    "nodes": "iso nodes per minute",
+    "links": "iso links per minute",
+    "proposals": "proposals per 24 hours",
+    "overrides": "policy overrides per 24 hours",
+    "open_escalations": "open escalations",
+}
 ESCALATED_NOTE = (
     " The write was not made: it waits in the escalation queue for an operator's decision "
     "(kora__read_escalation_queue shows it)."
@@ -119,6 +137,9 @@ class Gateway:
             return self._failed(tool, exc, started, None)
         try:
             governance = await self.governance.get(principal.workspace_id, principal.actor_kind)
+            too_old = token_too_old(principal, governance)
+            if too_old is not None:
+                return self._refusal(tool, principal, "unauthenticated", too_old, started)
             prepared, problem = _prepare(spec, arguments, governance, argument_error)
             key = arguments.get("idempotency_key") if spec.writes else None
             verdict = screen(
@@ -176,16 +197,17 @@ class Gateway:
         idempotency_key: str | None,
         started: float,
     ) -> CallToolResult:
-        limit = governance.rate_limit_per_minute
-        rate_denial = _denial(
-            spec.name, "rate_limited", f"Rate limit of {limit} writes per minute reached."
-        )
+        copy = _arguments_copy(prepared.args, governance)
+        quota_denial = _denial(spec.name, "rate_limited", QUOTA_DENIAL_REASON, arguments=copy)
         if verdict.effect == "refuse":
-            denial = _denial(spec.name, verdict.code or "", verdict.message, verdict.rule_id)
-            op, args, key = store.RECORD_DENIAL, denial, None
-            over_limit = denial if verdict.before_rate_limit else rate_denial
+            denial = _denial(
+                spec.name, verdict.code or "", verdict.message, verdict.rule_id, arguments=copy
+            )
+            op, args, key, event_type = writes.RECORD_DENIAL, denial, None, None
+            over_limit = denial if verdict.before_rate_limit else quota_denial
         elif verdict.effect == "escalate":
-            op, key, over_limit = "raise_escalation", idempotency_key, rate_denial
+            op, key, over_limit = "raise_escalation", idempotency_key, quota_denial
+            event_type = None
             args = {
                 "tool": spec.name,
                 "rule_id": verdict.rule_id,
@@ -197,31 +219,34 @@ class Gateway:
                 prepared.op or "",
                 prepared.args,
                 idempotency_key,
-                rate_denial,
+                quota_denial,
             )
+            event_type = prepared.event_type
+        quotas = quota_rows(governance, op, event_type)
+        if verdict.effect == "escalate" and prepared.op:
+            # A held write still counts as a request of its kind (e.g. a policy override).
+            held = quota_rows(governance, prepared.op, prepared.event_type)
+            quotas += [q for q in held if q not in quotas]
         try:
-            submitted = await store.submit(
+            submitted = await writes.submit(
                 self.gateway_pool,
                 workspace_id=principal.workspace_id,
-                actor_id=principal.actor_id,
-                limit=limit,
+                token_sha256=bytes.fromhex(principal.token_sha256),
+                quotas=quotas,
                 op=op,
                 args=args,
                 idempotency_key=key,
                 over_limit_denial=over_limit,
             )
         except (RefusalError, NotFoundError, ConflictError) as exc:
-            return await self._refused_by_substrate(spec, principal, limit, exc, started)
+            return await self._refused_by_substrate(spec, principal, governance, exc, started)
 
         if not submitted.allowed and not verdict.before_rate_limit:
-            message = (
-                f"Rate limit reached: {limit} writes per minute for this actor; "
-                f"retry in {submitted.retry_after_seconds} seconds."
-            )
+            code, message = quota_refusal(submitted)
             return self._refusal(
                 spec.name,
                 principal,
-                "rate_limited",
+                code,
                 message,
                 started,
                 denial_event_id=submitted.event_id,
@@ -262,7 +287,7 @@ class Gateway:
         self,
         spec: ToolSpec,
         principal: Principal,
-        limit: int,
+        governance: Governance,
         exc: RefusalError | NotFoundError | ConflictError,
         started: float,
     ) -> CallToolResult:
@@ -271,12 +296,12 @@ class Gateway:
         denial = _denial(spec.name, code, message)
         event_id: str | None = None
         try:
-            submitted = await store.submit(
+            submitted = await writes.submit(
                 self.gateway_pool,
                 workspace_id=principal.workspace_id,
-                actor_id=principal.actor_id,
-                limit=limit,
-                op=store.RECORD_DENIAL,
+                token_sha256=bytes.fromhex(principal.token_sha256),
+                quotas=quota_rows(governance, writes.RECORD_DENIAL, None),
+                op=writes.RECORD_DENIAL,
                 args=denial,
                 idempotency_key=None,
                 over_limit_denial=denial,
@@ -399,18 +424,82 @@ def _prepare(
     return Prepared(None, raw), argument_error
 
 
-def _denial(tool: str, code: str, reason: str, rule_id: str | None = None) -> dict[str, Any]:
-    """``record_denial`` arguments: never the refused content, never a secret."""
-    return {
-        "tool": tool,
-        "code": code,
-        "reason": redact_secrets(reason)[:MAX_REASON_CHARS],
-        "rule_id": rule_id,
-    }
+def token_too_old(principal: Principal, governance: Governance) -> str | None:
+    """Why the caller's token is past the workspace's maximum age, or None."""
+    limit = governance.token_max_age_days
+    if limit <= 0 or principal.issued_at is None:
+        return None
+    age_days = (time.time() - principal.issued_at) / 86400
+    if age_days <= limit:
+        return None
+    return (
+        f"The service token {principal.token_prefix}… was issued {age_days:.0f} days ago, "
+        f"older than this workspace accepts ({TOKEN_MAX_AGE} = {limit} days); ask an "
+        "operator for a new token."
+    )
+
+
+def _denial(
+    tool: str,
+    code: str,
+    reason: str,
+    rule_id: str | None = None,
+    *,
+    arguments: str | None = None,
+) -> dict[str, Any]:
+    """``record_denial`` arguments: the reason (redacted) and, when given, the copy of the
+    refused arguments made by :func:`_arguments_copy`."""
+    return RecordDenialArgs(
+        tool=tool,
+        code=code,
+        reason=redact_secrets(reason)[:MAX_REASON_CHARS],
+        rule_id=rule_id,
+        arguments=arguments,
+    ).sql_args()
+
+
+def _arguments_copy(args: Mapping[str, Any], governance: Governance) -> str:
+    """The refused call's arguments as compact JSON for its denial event, cut at
+    MAX_DENIAL_ARGUMENTS_CHARS; secret-shaped text redacted unless the workspace's
+    policy.kora_denial_events_redacted is false."""
+    # ASCII: a lone surrogate in a refused argument must not make the denial unstorable.
+    text = json.dumps(args, ensure_ascii=True, separators=(",", ":"), default=str)
+    if governance.denials_redacted:
+        constitution = governance.constitution
+        text = constitution.redact(text) if constitution else redact_secrets(text)
+    return text[:MAX_DENIAL_ARGUMENTS_CHARS]
+
+
+def quota_rows(governance: Governance, op: str, event_type: str | None) -> list[dict[str, Any]]:
+    """The quotas a call performing ``op`` counts against, with this workspace's limits."""
+    return [
+        {
+            "bucket": q.bucket,
+            "limit": governance.limits.get(q.policy, int(POLICIES[q.policy].default)),
+            "window_seconds": q.window_seconds,
+            "code": q.code,
+        }
+        for q in quotas_for(op, event_type)
+    ]
+
+
+def quota_refusal(submitted: writes.Submitted) -> tuple[str, str]:
+    """The code and sentence of a call the admission refused."""
+    quota = QUOTAS_BY_BUCKET.get(submitted.bucket or "writes", WRITES)
+    what = QUOTA_WORDS.get(quota.bucket, quota.bucket)
+    if submitted.retry_after_seconds is None:
+        return quota.code, (
+            f"Quota reached: this actor may have at most {submitted.limit} {what} "
+            f"({quota.policy}); an operator must decide some before it raises more."
+        )
+    return quota.code, (
+        f"Rate limit reached: {submitted.limit} {what} for this actor ({quota.policy}); "
+        f"retry in {submitted.retry_after_seconds} seconds."
+    )
 
 
 def _unavailable(exc: BaseException) -> SubstrateError:
-    translated = translate_pg_error(exc)
+    translated = translate(exc)
     if isinstance(translated, SubstrateError):
         return translated
     return SubstrateUnavailableError(f"the database could not be reached: {exc}")

@@ -26,6 +26,8 @@ HEALTH_PATH = "/healthz"
 #: refused there with ``too_large`` and a denial event; past it, HTTP 413 (``too_large``).
 DEFAULT_MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_POOL_MAX_SIZE = 10
+#: Seconds between two passes of the gateway's maintenance (0: off; ``isokron maintain``).
+DEFAULT_MAINTAIN_INTERVAL_SECONDS = 300.0
 
 Transport = Literal["stdio", "http"]
 TRANSPORTS: tuple[Transport, ...] = ("stdio", "http")
@@ -46,6 +48,7 @@ class GatewaySettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     governance_ttl_seconds: float = DEFAULT_GOVERNANCE_TTL_SECONDS
+    maintain_interval_seconds: float = DEFAULT_MAINTAIN_INTERVAL_SECONDS
     stdio_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +71,11 @@ class GatewaySettings:
             raise ConfigError(
                 f"governance_ttl_seconds must be between 0 and {MAX_GOVERNANCE_TTL_SECONDS:g} "
                 f"(it bounds how long a kill switch or a revocation takes to apply), not {ttl}"
+            )
+        interval = self.maintain_interval_seconds
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
+            raise ConfigError(
+                f"maintain_interval_seconds must be 0 (off) or a positive number, not {interval!r}"
             )
         if self.stdio_token is None:
             object.__setattr__(self, "stdio_token", os.environ.get(TOKEN_ENV) or None)

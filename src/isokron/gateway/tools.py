@@ -21,6 +21,15 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from isokron.gateway.arguments import TextKeepingMetadata
+from isokron.governance.vocabulary import (
+    EscalationDecision,
+    EscalationStatus,
+    ProposalDecision,
+    ProposalKind,
+    ProposalStatus,
+    ScratchpadKind,
+    Visibility,
+)
 
 if TYPE_CHECKING:
     from isokron.gateway.service import Gateway
@@ -63,16 +72,6 @@ Limit = Annotated[
         ),
     ),
 ]
-ScratchpadKind = Literal[
-    "reasoning_trail",
-    "observation",
-    "plan",
-    "hypothesis",
-    "decision_draft",
-    "handoff_note",
-    "tool_result",
-]
-Visibility = Literal["own_only", "cross_agent_dereferenceable"]
 
 _WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -294,7 +293,7 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
     async def kora__read_escalation_queue(
         ctx: Context,
         status: Annotated[
-            Literal["open", "approved", "rejected", "all"],
+            Literal[EscalationStatus, "all"],
             Field(description="Which escalations to list (default open)."),
         ] = "open",
         limit: Limit = None,
@@ -311,7 +310,7 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
     async def kora__read_proposals(
         ctx: Context,
         status: Annotated[
-            Literal["pending", "accepted", "rejected", "all"],
+            Literal[ProposalStatus, "all"],
             Field(description="Which proposals to list (default pending)."),
         ] = "pending",
         limit: Limit = None,
@@ -465,11 +464,9 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
 
     async def kora__decide_proposal(
         ctx: Context,
-        proposal_kind: Annotated[
-            Literal["convention", "policy_change"], Field(description="Which kind of proposal.")
-        ],
+        proposal_kind: Annotated[ProposalKind, Field(description="Which kind of proposal.")],
         proposal_id: Annotated[UUID, Field(description="The pending proposal's id.")],
-        decision: Annotated[Literal["accepted", "rejected"], Field(description="The decision.")],
+        decision: Annotated[ProposalDecision, Field(description="The decision.")],
         note: Note = None,
         workspace_id: WorkspaceId = None,
         idempotency_key: IdempotencyKey = None,
@@ -492,7 +489,7 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
     async def kora__decide_escalation(
         ctx: Context,
         escalation_id: Annotated[UUID, Field(description="The open escalation's id.")],
-        decision: Annotated[Literal["approved", "rejected"], Field(description="The decision.")],
+        decision: Annotated[EscalationDecision, Field(description="The decision.")],
         note: Note = None,
         workspace_id: WorkspaceId = None,
         idempotency_key: IdempotencyKey = None,

@@ -36,15 +36,13 @@ from isokron.substrate.dsn import SubstrateDSNs
 SELECT_EVENTS_SINCE_SQL = """
 SELECT el.seq, el.event_id, el.event_type, el.actor_id
 FROM hivex_foundation.event_log el
-JOIN hivex_foundation.tenant t ON t.tenant_id = el.tenant_id
-WHERE t.clerk_org_id = $1 AND el.seq > $2
+WHERE el.workspace_id = $1 AND el.seq > $2
 ORDER BY el.seq
 """
 SELECT_CHAIN_HEAD_SEQ_SQL = """
 SELECT coalesce(max(el.seq), 0)
 FROM hivex_foundation.event_log el
-JOIN hivex_foundation.tenant t ON t.tenant_id = el.tenant_id
-WHERE t.clerk_org_id = $1
+WHERE el.workspace_id = $1
 """
 SELECT_SESSION_ENTRIES_SQL = """
 SELECT entry_id, kind, visibility_scope, summary, approved_event_id

@@ -26,6 +26,10 @@ Layout (§1–§6, then the source-of-truth label, which is always the last thre
     The substrate is the source of truth; if anything below conflicts with a
     fresh substrate query, the substrate query wins.
 
+A block longer than the context token ceiling of the model family in use
+(``policy.kora_context_assembler_token_ceiling.<opus|sonnet|haiku|default>``) is cut at a line
+and a marker line says where; the label still ends it.
+
 An unverified charter is never shown: §1 then says the identity could not be verified and why,
 and §2/§3 are withheld (invariant 4).
 """
@@ -38,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from isokron.governance.policies import ceiling_key
 from isokron.substrate.models import (
     CapabilityRow,
     IsoNode,
@@ -55,6 +60,9 @@ PROMPT_POLICY_KEYS = (
     "policy.kora_context_assembler_token_ceiling.opus",
 )
 NOT_SEEDED = "<not seeded>"
+#: Characters counted as one token when the block is fitted to its ceiling.
+CHARS_PER_TOKEN = 4
+TRIMMED_MARKER = "[… trimmed here to fit {ceiling} tokens ({key}) …]"
 UNAVAILABLE = "<unavailable>"
 #: Policy that sets how many events §6 lists; DEFAULT_ACTIVITY_COUNT when it is missing.
 ACTIVITY_COUNT_POLICY = "policy.kora_prompt_recent_activity_count"
@@ -80,8 +88,13 @@ def render_prompt_block(
     capabilities: CapabilityRow | None,
     recent_events: Sequence[RecentChainEvent] | None,
     note: str | None = None,
+    model: str | None = None,
 ) -> str:
-    """The whole §1–§6 block. ``None`` for a value means it could not be read."""
+    """The whole §1–§6 block. ``None`` for a value means it could not be read.
+
+    The block is trimmed to the context token ceiling of ``model``'s family (see
+    :func:`trim_to_ceiling`).
+    """
     sections = [
         _identity(workspace_id, charter, identity_error),
         _authority("§2 You CAN:", charter.authority_can_do if charter else None),
@@ -92,8 +105,47 @@ def render_prompt_block(
     ]
     if note:
         sections.append(note)
-    sections.append(SOURCE_OF_TRUTH_LABEL)
-    return "\n\n".join(sections)
+    key = ceiling_key(model)
+    return trim_to_ceiling("\n\n".join(sections), token_ceiling(policies, key), key)
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens ``text`` takes, estimated as one per CHARS_PER_TOKEN characters (rounded up).
+
+    An estimate that needs no tokenizer of any vendor; English prose with common models runs
+    at about four characters per token.
+    """
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def token_ceiling(policies: Sequence[PolicyEntry] | None, key: str) -> int | None:
+    """The workspace's ceiling for ``key`` (a ``...token_ceiling.<family>`` policy); None when
+    it is not set or not a whole number (then nothing is trimmed)."""
+    for p in policies or ():
+        if p.policy_key == key:
+            value = p.value
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+    return None
+
+
+def trim_to_ceiling(body: str, ceiling: int | None, key: str) -> str:
+    """``body`` and the source-of-truth label, cut at a line so the whole fits ``ceiling``
+    tokens; where it was cut, a marker line names the ceiling. The label always ends it."""
+    whole = f"{body}\n\n{SOURCE_OF_TRUTH_LABEL}"
+    if ceiling is None or estimate_tokens(whole) <= ceiling:
+        return whole
+    marker = TRIMMED_MARKER.format(ceiling=ceiling, key=key)
+    room = ceiling * CHARS_PER_TOKEN - len(marker) - len(SOURCE_OF_TRUTH_LABEL) - 4
+    kept = body[: max(room, 0)]
+    if "\n" in kept:
+        kept = kept[: kept.rindex("\n")]
+    parts = (
+        [kept.rstrip(), marker, SOURCE_OF_TRUTH_LABEL]
+        if kept.strip()
+        else [marker, SOURCE_OF_TRUTH_LABEL]
+    )
+    return "\n\n".join(parts)
 
 
 def _identity(workspace_id: str, charter: RoleCharter | None, error: str | None) -> str:

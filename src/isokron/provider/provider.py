@@ -43,7 +43,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from isokron.errors import ConfigError, IsoKronError
+from isokron.governance.policies import SUBAGENT_WRITES
 from isokron.provider import cache as names
 from isokron.provider import tools
 from isokron.provider.cache import Clock, TTLCache
@@ -79,7 +82,7 @@ from isokron.provider.writes import (
 )
 from isokron.provider.writes import log as writes_log
 from isokron.substrate import reads
-from isokron.substrate.models import KoraSessionContext, RoleCharter
+from isokron.substrate.models import KoraSessionContext, PolicyEntry, RoleCharter
 
 log = logging.getLogger("isokron.provider")
 
@@ -159,6 +162,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         self._log_lock = threading.Lock()
         self._shut_down = False
         self._prompt_memo: tuple[tuple[Any, ...], str] | None = None
+        self._model: str | None = None
 
     # ------------------------------------------------------------------ identity and setup
     @property
@@ -176,14 +180,32 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         return self._session_id
 
     @property
+    def model(self) -> str | None:
+        """The model the agent runs on, as Hermes reported it (or its config names it)."""
+        return self._model
+
+    @property
     def writes_enabled(self) -> bool:
-        """True when this provider may write: primary context, a token, an open provider."""
+        """True when this provider may write: a token, an open provider, and the primary agent
+        context (or any context while the workspace's policy.kora_subagent_writes_enabled is
+        true)."""
         return (
             self._writer is not None
-            and self._agent_context == PRIMARY
             and self._config is not None
             and self._config.token() is not None
             and not self._shut_down
+            and (self._agent_context == PRIMARY or self._subagent_writes_enabled())
+        )
+
+    def _subagent_writes_enabled(self) -> bool:
+        """The workspace's policy.kora_subagent_writes_enabled (exactly true; else off)."""
+        if self._reader is None or self._workspace_id is None:
+            return False
+        policies = self._reader.value(self._workspace_id, names.POLICIES) or ()
+        return any(
+            p.policy_key == SUBAGENT_WRITES and p.value is True
+            for p in policies
+            if isinstance(p, PolicyEntry)
         )
 
     def is_available(self) -> bool:
@@ -233,6 +255,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         self._session_id = session_id or ""
         self._agent_context = str(kwargs.get("agent_context") or PRIMARY)
         self._platform = str(kwargs.get("platform") or "")
+        self._model = _model_name(kwargs.get("model")) or hermes_model(self._hermes_home)
         try:
             config = self._explicit_config or load_config(self._hermes_home)
         except ConfigError as exc:
@@ -272,19 +295,21 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         )
         assert self._workspace_id is not None
         self._reader.warm_in_background(self._workspace_id)
-        may_write = self._agent_context == PRIMARY and config.token() is not None
         self._watchdog = Watchdog(
             self._reader,
-            self._writer if may_write else None,
+            # Any context with a token: the outbox holds only writes a session accepted.
+            self._writer if config.token() is not None else None,
             on_substrate_recovered=self._substrate_recovered,
             gateway_needs_substrate=config.transport == "stdio",
         )
         if self._writer is not None:
             self._writer.wake = self._watchdog.wake
         self._watchdog.start()
-        if self._agent_context != PRIMARY:
+        if self._agent_context != PRIMARY and not self._subagent_writes_enabled():
             log.info(
-                "[isokron.provider.read_only] agent context %r: no writes", self._agent_context
+                "[isokron.provider.read_only] agent context %r: no writes "
+                "(policy.kora_subagent_writes_enabled is not true)",
+                self._agent_context,
             )
         elif config.token() is None:
             log.warning(
@@ -348,7 +373,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         verified = isinstance(charter, RoleCharter)
         # The block is re-rendered only when one of its inputs was replaced in the cache: the
         # memo holds the input objects themselves and compares them by identity.
-        inputs = (ws, note, *(values[n] for n in shown))
+        inputs = (ws, note, self._model, *(values[n] for n in shown))
         memo = self._prompt_memo
         if (
             memo is not None
@@ -360,10 +385,11 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             workspace_id=ws,
             charter=None if isinstance(charter, IdentityFailure) else charter,
             identity_error=charter.message if isinstance(charter, IdentityFailure) else None,
-            policies=values[names.POLICIES],
-            capabilities=values[names.CAPABILITIES],
+            policies=_verified_or_none(values[names.POLICIES]),
+            capabilities=_verified_or_none(values[names.CAPABILITIES]),
             recent_events=values[names.EVENTS],
             note=note,
+            model=self._model,
         )
         self._prompt_memo = (inputs, text)
         return text, verified
@@ -388,8 +414,10 @@ class IsoKronMemoryProvider(HostMemoryProvider):
 
     @_hook()
     def on_turn_start(self, turn_number: int, message: str, **kwargs: Any) -> None:
-        """Warm every read at once (only those the cache does not hold fresh)."""
+        """Warm every read at once (only those the cache does not hold fresh); follow the model
+        Hermes reports (``model=``), whose family sets the prompt block's token ceiling."""
         self._turn = int(turn_number or 0)
+        self._model = _model_name(kwargs.get("model")) or self._model
         if self._reader is not None and self._workspace_id is not None:
             self._reader.warm(self._workspace_id)
 
@@ -716,8 +744,33 @@ def _final_flush(writer: ChainWriter, budget: float) -> None:
         )
 
 
+def _model_name(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def hermes_model(hermes_home: str | None) -> str | None:
+    """The model ``$HERMES_HOME/config.yaml`` names (``model: name`` or ``model: {default:}``)."""
+    if not hermes_home:
+        return None
+    path = Path(hermes_home) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict):
+        model = model.get("default") or model.get("model")
+    return _model_name(model)
+
+
 async def _close_resources(gateway: GatewayClient | None, reader: SubstrateReader | None) -> None:
     if gateway is not None:
         await gateway.close()
     if reader is not None:
         await reader.close()
+
+
+def _verified_or_none(value: Any) -> Any:
+    """Policies or capabilities the chain does not vouch for are not presented (invariant 4):
+    the block shows them as unavailable; the failure was logged at ERROR when read."""
+    return None if isinstance(value, IdentityFailure) else value

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -25,12 +25,19 @@ from typing import Any, TypeVar
 import asyncpg
 
 from isokron.errors import IdentityError, SubstrateError, SubstrateUnavailableError
+from isokron.governance.policies import (
+    POLICIES,
+    RECENT_EVENT_READ_LIMIT,
+    SCRATCHPAD_READ_LIMIT,
+    whole_number,
+)
 from isokron.provider import cache as names
 from isokron.provider.cache import TTLCache
 from isokron.provider.health import PROBE_TIMEOUT_SECONDS, Breaker
 from isokron.provider.loop import IoLoop, LoopClosedError
 from isokron.substrate import reads
-from isokron.substrate.connection import create_pool, translate_pg_error
+from isokron.substrate.connection import create_pool
+from isokron.substrate.database_errors import translate
 from isokron.substrate.models import KoraSessionContext
 
 log = logging.getLogger("isokron.provider.reader")
@@ -65,18 +72,34 @@ class _NoConstitution:
 _NO_CONSTITUTION = _NoConstitution()
 
 
-Reader = Callable[[asyncpg.Pool, str], Awaitable[Any]]
+Reader = Callable[[asyncpg.Pool, str, Mapping[str, Any]], Awaitable[Any]]
 
-#: The seven reads of a session, by cache name (all from the shared reads module).
+
+def read_limit(policy_values: Mapping[str, Any], key: str) -> int:
+    """A warm-up read's row limit: the workspace's policy, else its seeded value."""
+    value = whole_number(policy_values, key)
+    return int(POLICIES[key].default) if value is None else value
+
+
+#: The seven reads of a session, by cache name (all from the shared reads module); each gets
+#: the workspace's policy values (for the read limits).
 READS: dict[str, Reader] = {
-    names.CHARTER: lambda pool, ws: reads.read_active_role_charter(pool, ws),
-    names.POLICIES: lambda pool, ws: reads.read_policy_registry(pool, ws),
-    names.CAPABILITIES: lambda pool, ws: reads.read_capability_row(pool, ws, KORA),
-    names.OWN_SCRATCHPAD: lambda pool, ws: reads.read_own_scratchpad(pool, ws, KORA),
-    names.CROSS_SCRATCHPAD: lambda pool, ws: reads.read_cross_agent_scratchpad(pool, ws, KORA),
-    names.EVENTS: lambda pool, ws: reads.read_recent_events(pool, ws),
-    names.CONSTITUTION: lambda pool, ws: reads.read_active_constitution(pool, ws),
+    names.CHARTER: lambda pool, ws, _p: reads.read_active_role_charter(pool, ws),
+    names.POLICIES: lambda pool, ws, _p: reads.read_policy_registry(pool, ws),
+    names.CAPABILITIES: lambda pool, ws, _p: reads.read_capability_row(pool, ws, KORA),
+    names.OWN_SCRATCHPAD: lambda pool, ws, p: reads.read_own_scratchpad(
+        pool, ws, KORA, read_limit(p, SCRATCHPAD_READ_LIMIT)
+    ),
+    names.CROSS_SCRATCHPAD: lambda pool, ws, p: reads.read_cross_agent_scratchpad(
+        pool, ws, KORA, read_limit(p, SCRATCHPAD_READ_LIMIT)
+    ),
+    names.EVENTS: lambda pool, ws, p: reads.read_recent_events(
+        pool, ws, limit=read_limit(p, RECENT_EVENT_READ_LIMIT)
+    ),
+    names.CONSTITUTION: lambda pool, ws, _p: reads.read_active_constitution(pool, ws),
 }
+#: Reads whose size a policy sets: the policies are read before them on a cold cache.
+LIMITED_READS = frozenset({names.OWN_SCRATCHPAD, names.CROSS_SCRATCHPAD, names.EVENTS})
 
 
 class SubstrateReader:
@@ -176,8 +199,12 @@ class SubstrateReader:
         other than the charter has never succeeded."""
         self.warm(workspace_id)
         values = {n: self.cache.get_stale(workspace_id, n) for n in names.ALL_READS}
-        if any(values[n] is None for n in names.ALL_READS if n != names.CHARTER):
-            return None
+        if any(
+            values[n] is None or isinstance(values[n], IdentityFailure)
+            for n in names.ALL_READS
+            if n != names.CHARTER
+        ):
+            return None  # never succeeded, or not vouched for by the chain (invariant 4)
         charter = values[names.CHARTER]
         if isinstance(charter, IdentityFailure):
             verified, identity_error = None, charter.message
@@ -252,8 +279,19 @@ class SubstrateReader:
 
     async def _warm(self, workspace_id: str, wanted: list[str]) -> None:
         pool = await self._pool_now()
+        if names.POLICIES in wanted and LIMITED_READS.intersection(wanted):
+            # The read limits are policies: read them first (once per TTL), the rest together.
+            await self._read_into_cache(pool, workspace_id, [names.POLICIES])
+            wanted = [n for n in wanted if n != names.POLICIES]
+        await self._read_into_cache(pool, workspace_id, wanted)
+
+    async def _read_into_cache(
+        self, pool: asyncpg.Pool, workspace_id: str, wanted: list[str]
+    ) -> None:
+        policies = self.cache.get_stale(workspace_id, names.POLICIES) or ()
+        values = {p.policy_key: p.value for p in policies}
         results = await asyncio.gather(
-            *(READS[n](pool, workspace_id) for n in wanted), return_exceptions=True
+            *(READS[n](pool, workspace_id, values) for n in wanted), return_exceptions=True
         )
         first_error: BaseException | None = None
         for name, result in zip(wanted, results, strict=True):
@@ -335,7 +373,7 @@ def _as_substrate_error(exc: BaseException) -> SubstrateError:
         return exc
     if isinstance(exc, TimeoutError):
         return SubstrateError("the substrate did not answer in time")
-    translated = translate_pg_error(exc)
+    translated = translate(exc)
     if isinstance(translated, SubstrateError):
         return translated
     return SubstrateError(f"{exc.__class__.__name__}: {exc}")

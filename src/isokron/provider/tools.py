@@ -21,6 +21,9 @@ from typing import Any
 from uuid import UUID
 
 from isokron.errors import IsoKronError
+from isokron.governance.operations import DEFAULT_READ_LIMIT, MODEL_TOOLS
+from isokron.governance.policies import OUTPUT_CAP, POLICIES
+from isokron.governance.vocabulary import SCRATCHPAD_KINDS, VISIBILITY_SCOPES
 from isokron.provider import cache as names
 from isokron.provider.errors import GatewayRefusedError, GatewayUnavailableError
 from isokron.provider.reader import SubstrateReader
@@ -36,19 +39,9 @@ from isokron.substrate.models import CapabilityRow, PolicyEntry
 
 log = logging.getLogger("isokron.provider.tools")
 
-SCRATCHPAD_KINDS = (
-    "reasoning_trail",
-    "observation",
-    "plan",
-    "hypothesis",
-    "decision_draft",
-    "handoff_note",
-    "tool_result",
-)
-VISIBILITY_SCOPES = ("own_only", "cross_agent_dereferenceable")
-DEFAULT_LIMIT = 20
-PULL_CAP_POLICY = "policy.kora_output_size_cap_pull"
-DEFAULT_PULL_CAP = 500
+DEFAULT_LIMIT = DEFAULT_READ_LIMIT
+PULL_CAP_POLICY = OUTPUT_CAP
+DEFAULT_PULL_CAP = int(POLICIES[OUTPUT_CAP].default)
 READ_CONTENT_CHARS = 2000
 
 _PROPERTIES = {
@@ -167,12 +160,7 @@ TOOL_SCHEMAS: tuple[dict[str, Any], ...] = (
 )
 TOOL_NAMES = frozenset(s["name"] for s in TOOL_SCHEMAS)
 #: Read tools -> the capability the workspace's matrix must grant Kora.
-READ_CAPABILITIES = {
-    "iso_node_get": "cap_iso_node_read",
-    "iso_node_search": "cap_iso_node_read",
-    "kora_scratchpad_read": "cap_read_agent_scratchpad",
-    "kora_escalation_queue_read": "cap_read_escalation_queue",
-}
+READ_CAPABILITIES = {t.name: t.capability for t in MODEL_TOOLS.values() if not t.writes}
 
 
 class ToolArgumentError(IsoKronError):

@@ -7,11 +7,11 @@ from typing import Any
 import asyncpg
 
 from isokron.errors import NotFoundError
-from isokron.substrate.connection import translate_pg_error
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 # Superusers bypass RLS; a non-superuser admin that is a member of isokron_owner sees all
 # workspaces through the owner's opt-in policy.
-SCOPE_ALL_SQL = "SELECT set_config('isokron.all_workspaces', 'on', true)"
+SCOPE_ALL_SQL = "SELECT isokron.set_local('isokron.all_workspaces', 'on', true)"
 LIST_WORKSPACES_SQL = """
 SELECT w.id AS workspace_id, w.name, t.tenant_id, w.created_at,
        coalesce(h.last_seq, 0) AS events
@@ -40,8 +40,8 @@ async def list_workspaces(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         async with conn.transaction(readonly=True):
             await conn.execute(SCOPE_ALL_SQL)
             return [dict(r) for r in await conn.fetch(LIST_WORKSPACES_SQL)]
-    except asyncpg.PostgresError as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
 
 
 async def require_workspace(conn: asyncpg.Connection, workspace_id: str) -> None:
@@ -50,8 +50,8 @@ async def require_workspace(conn: asyncpg.Connection, workspace_id: str) -> None
         async with conn.transaction(readonly=True):
             await conn.execute(SCOPE_ALL_SQL)
             exists = await conn.fetchval(WORKSPACE_EXISTS_SQL, workspace_id)
-    except asyncpg.PostgresError as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
     if not exists:
         raise NotFoundError(
             f"unknown workspace {workspace_id!r}; `isokron workspace list` shows the workspaces"
@@ -64,5 +64,5 @@ async def list_tokens(conn: asyncpg.Connection, workspace_id: str) -> list[dict[
         async with conn.transaction(readonly=True):
             await conn.execute(SCOPE_ALL_SQL)
             return [dict(r) for r in await conn.fetch(LIST_TOKENS_SQL, workspace_id)]
-    except asyncpg.PostgresError as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc

@@ -2,8 +2,11 @@
 
 ``isokron verify`` re-computes the tenant's chain in Python from the stored fields (the pure
 verifier in :mod:`isokron.chain`), and checks what the chain vouches for: the chain head, the
-charter's SHA-256, scratchpad BLAKE3 hashes, constitution rules hashes, and that every row's
-``approved_event_id`` names an event of the chain. It streams rows with a server-side cursor so
+charter's SHA-256, scratchpad BLAKE3 hashes, constitution rules hashes, that every row's
+``approved_event_id`` names an event of the chain, and — through the row records events carry
+(:mod:`isokron.chain.state`) — that every live row of every state table is exactly what its
+latest event recorded, that no recorded row is missing, and that every erased payload was erased
+by a chained erasure into the fixed tombstone form. It streams rows with a server-side cursor so
 memory stays flat however long the chain is. Runs with the admin DSN.
 """
 
@@ -29,14 +32,16 @@ from isokron.chain import (
     verify_records,
     write_bundle,
 )
-from isokron.errors import NotFoundError, SubstrateError, SubstrateUnavailableError
-from isokron.substrate.dsn import redact_dsn
+from isokron.chain.state import STATE_TABLES, StateLedger, StateTable
+from isokron.errors import NotFoundError, SubstrateError
+from isokron.substrate.database_errors import translate_connect_error
 
 log = logging.getLogger("isokron.substrate.audit")
 
 FETCH_BATCH = 20_000
-SET_SCOPE_SQL = "SELECT set_config('app.current_workspace_id', %s, true)"
+SET_SCOPE_SQL = "SELECT isokron.set_local('app.current_workspace_id', %s, true)"
 SELECT_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.tenant WHERE clerk_org_id = %s"
+SELECT_HEAD_TENANT_SQL = "SELECT tenant_id FROM hivex_foundation.chain_head WHERE workspace_id = %s"
 SELECT_CHAIN_SQL = """
 SELECT tenant_id, seq, event_id, actor_id, event_type,
        (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us,
@@ -44,11 +49,12 @@ SELECT tenant_id, seq, event_id, actor_id, event_type,
        CASE WHEN payload_erased OR NOT %s THEN NULL ELSE payload::text END AS payload_text,
        (payload_erased OR sha256(convert_to(payload::text, 'UTF8')) = payload_digest) AS payload_ok
 FROM hivex_foundation.event_log
-WHERE tenant_id = %s
+WHERE workspace_id = %s AND tenant_id = %s
 ORDER BY seq
 """
 SELECT_CHAIN_HEAD_SQL = (
-    "SELECT last_seq, last_hash FROM hivex_foundation.chain_head WHERE tenant_id = %s"
+    "SELECT last_seq, last_hash FROM hivex_foundation.chain_head "
+    "WHERE workspace_id = %s AND tenant_id = %s"
 )
 SELECT_CHARTER_HASHES_SQL = """
 SELECT version, is_active, content_md, content_hash FROM public.kora_role_charter
@@ -79,12 +85,84 @@ APPROVED_ROW_TABLES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Events that carry row records, were erased, or record an erasure (the state ledger's input).
+SELECT_STATE_EVENTS_SQL = """
+SELECT seq, event_id::text, event_type, payload_erased,
+       CASE WHEN payload_erased THEN payload
+            WHEN event_type = 'substrate.payload.erased' THEN payload
+            ELSE jsonb_build_object('state', payload -> 'state') END
+FROM hivex_foundation.event_log
+WHERE workspace_id = %s AND tenant_id = %s
+  AND (payload_erased OR payload ? 'state' OR event_type = 'substrate.payload.erased')
+ORDER BY seq
+"""
+
+
+def canonical_text_sql(column: str, pg_type: str) -> sql.Composable:
+    """The SQL expression of a column's canonical text (docs/chain.md §11), over alias r."""
+    col = sql.SQL("r.{}").format(sql.Identifier(column))
+    if pg_type == "text":
+        return col
+    if pg_type == "timestamp with time zone":
+        return sql.SQL("((extract(epoch FROM {}) * 1000000)::bigint)::text").format(col)
+    if pg_type == "bytea":
+        return sql.SQL("encode({}, 'hex')").format(col)
+    return sql.SQL("{}::text").format(col)
+
+
+def state_rows_query(table: StateTable) -> sql.Composed:
+    """Every row of a state table in one workspace: its key text and its canonical texts."""
+    key = sql.SQL(" || '/' || ").join(
+        sql.SQL("r.{}::text").format(sql.Identifier(k)) for k in table.key_columns
+    )
+    schema, name = table.name.split(".")
+    return sql.SQL("SELECT {key}, {cols} FROM {table} r WHERE r.{ws} = %s").format(
+        key=key,
+        cols=sql.SQL(", ").join(canonical_text_sql(c, t) for c, t in table.columns),
+        table=sql.Identifier(schema, name),
+        ws=sql.Identifier(table.ws_column),
+    )
+
+
+def _state_finding(kind: str, seq: int | None, message: str) -> Finding:
+    return Finding(kind, seq, None, message)
+
+
+def iter_state_rows(
+    conn: psycopg.Connection, table: StateTable, workspace_id: str
+) -> Iterator[tuple[str, list[str | None]]]:
+    """Stream (key text, canonical texts) of one state table's rows (server-side cursor)."""
+    with conn.cursor(name="isokron_state_rows") as cur:
+        cur.itersize = FETCH_BATCH
+        cur.execute(state_rows_query(table), (workspace_id,))
+        for row in cur:
+            yield str(row[0]), list(row[1:])
+
+
+def state_findings(
+    conn: psycopg.Connection, workspace_id: str, tenant: UUID
+) -> tuple[list[Finding], StateLedger]:
+    """Every live row against its latest record; missing rows; unchained erasures."""
+    ledger = StateLedger()
+    with conn.cursor(name="isokron_state_events") as cur:
+        cur.itersize = 500
+        cur.execute(SELECT_STATE_EVENTS_SQL, (workspace_id, tenant))
+        for seq, event_id, event_type, erased, payload in cur:
+            ledger.add_event(seq, event_id, event_type, payload, erased=erased)
+    out: list[Finding] = []
+    for table in STATE_TABLES:
+        out += ledger.check_table(table, iter_state_rows(conn, table, workspace_id), _state_finding)
+    out += ledger.finish(STATE_TABLES, _state_finding)
+    return out, ledger
+
+
 def orphan_rows_query(schema: str, table: str, key: str) -> sql.Composed:
     """Rows of one table whose approved_event_id is missing from the tenant's chain."""
     return sql.SQL(
         "SELECT {key}::text FROM {table} r WHERE r.workspace_id = %s AND NOT EXISTS ("
         "SELECT 1 FROM hivex_foundation.event_log e "
-        "WHERE e.tenant_id = %s AND e.event_id = r.approved_event_id) LIMIT 5"
+        "WHERE e.workspace_id = r.workspace_id AND e.tenant_id = %s "
+        "AND e.event_id = r.approved_event_id) LIMIT 5"
     ).format(key=sql.Identifier(key), table=sql.Identifier(schema, table))
 
 
@@ -95,6 +173,7 @@ class WorkspaceAudit:
     workspace_id: str
     chain: VerifyReport
     findings: tuple[Finding, ...] = field(default=())
+    rows_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -105,22 +184,30 @@ class WorkspaceAudit:
             "workspace_id": self.workspace_id,
             "ok": self.ok,
             "chain": self.chain.to_dict(),
+            "rows_checked": self.rows_checked,
             "findings": [f.to_dict() for f in self.findings],
         }
 
 
-def _connect(dsn: str) -> psycopg.Connection:
+def _connect(dsn: str, *, snapshot: bool = False) -> psycopg.Connection:
+    """Connect; with ``snapshot`` every statement of a transaction sees one snapshot, so the
+    chain and the rows it vouches for are read as of the same moment."""
     try:
-        return psycopg.connect(dsn, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise SubstrateUnavailableError(
-            f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
-        ) from exc
+        conn = psycopg.connect(dsn, connect_timeout=10)
+        if snapshot:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        return conn
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc, dsn) from exc
 
 
 def _tenant_of(conn: psycopg.Connection, workspace_id: str) -> UUID:
     conn.execute(SET_SCOPE_SQL, (workspace_id,))
     row = conn.execute(SELECT_TENANT_SQL, (workspace_id,)).fetchone()
+    if row is None:
+        # A deleted tenant row must not hide the chain: its head still names the workspace,
+        # and the state check then reports the missing row.
+        row = conn.execute(SELECT_HEAD_TENANT_SQL, (workspace_id,)).fetchone()
     if row is None:
         raise NotFoundError(
             f"unknown workspace {workspace_id!r}; `isokron workspace list` shows them"
@@ -132,6 +219,7 @@ def iter_chain(
     conn: psycopg.Connection,
     tenant_id: UUID,
     *,
+    workspace_id: str,
     with_payloads: bool,
     bad_payloads: list[Finding] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -143,7 +231,7 @@ def iter_chain(
     """
     with conn.cursor(name="isokron_chain") as cur:
         cur.itersize = FETCH_BATCH
-        cur.execute(SELECT_CHAIN_SQL, (with_payloads, tenant_id))
+        cur.execute(SELECT_CHAIN_SQL, (with_payloads, workspace_id, tenant_id))
         n = 0
         for row in cur:
             record = ChainRecord(
@@ -182,24 +270,36 @@ def verify_workspace(
     checkpoints: Sequence[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
 ) -> WorkspaceAudit:
-    """Verify a workspace's chain and the hashes of what it vouches for."""
-    with _connect(dsn) as conn, conn.transaction():
+    """Verify a workspace's chain, the hashes of what it vouches for and every state row."""
+    with _connect(dsn, snapshot=True) as conn, conn.transaction():
         tenant = _tenant_of(conn, workspace_id)
         bad_payloads: list[Finding] = []
         report = verify_records(
             iter_chain(
-                conn, tenant, with_payloads=False, bad_payloads=bad_payloads, progress=progress
+                conn,
+                tenant,
+                workspace_id=workspace_id,
+                with_payloads=False,
+                bad_payloads=bad_payloads,
+                progress=progress,
             ),
             expected_tenant=tenant,
             checkpoints=checkpoints,
         )
         findings = list(bad_payloads)
-        findings += _head_findings(conn, tenant, report)
+        findings += _head_findings(conn, workspace_id, tenant, report)
         findings += _charter_findings(conn, workspace_id)
         findings += _scratchpad_findings(conn, workspace_id)
         findings += _constitution_findings(conn, workspace_id)
         findings += _orphan_findings(conn, workspace_id, tenant)
-    audit = WorkspaceAudit(workspace_id=workspace_id, chain=report, findings=tuple(findings))
+        state, ledger = state_findings(conn, workspace_id, tenant)
+        findings += state
+    audit = WorkspaceAudit(
+        workspace_id=workspace_id,
+        chain=report,
+        findings=tuple(findings),
+        rows_checked=ledger.rows_checked,
+    )
     log.info(
         "[isokron.audit.verify] workspace=%s events=%d ok=%s",
         workspace_id,
@@ -209,8 +309,10 @@ def verify_workspace(
     return audit
 
 
-def _head_findings(conn: psycopg.Connection, tenant: UUID, report: VerifyReport) -> list[Finding]:
-    row = conn.execute(SELECT_CHAIN_HEAD_SQL, (tenant,)).fetchone()
+def _head_findings(
+    conn: psycopg.Connection, workspace_id: str, tenant: UUID, report: VerifyReport
+) -> list[Finding]:
+    row = conn.execute(SELECT_CHAIN_HEAD_SQL, (workspace_id, tenant)).fetchone()
     head_seq, head_hash = (row[0], bytes(row[1])) if row else (0, None)
     if (report.head_seq or 0) == head_seq and (head_seq == 0 or report.head_hash == head_hash):
         return []
@@ -305,14 +407,22 @@ def _orphan_findings(conn: psycopg.Connection, workspace_id: str, tenant: UUID) 
 def export_workspace(
     dsn: str, workspace_id: str, target: Any, *, progress: Callable[[int], None] | None = None
 ) -> BundleHeader:
-    """Write the workspace's chain to an export bundle (see docs/chain.md)."""
-    with _connect(dsn) as conn, conn.transaction():
+    """Write the workspace's chain and its live state rows to an export bundle (one snapshot;
+    see docs/chain.md §6 and §11)."""
+    with _connect(dsn, snapshot=True) as conn, conn.transaction():
         tenant = _tenant_of(conn, workspace_id)
         return write_bundle(
             target,
             workspace_id=workspace_id,
             tenant_id=tenant,
-            records=iter_chain(conn, tenant, with_payloads=True, progress=progress),
+            records=iter_chain(
+                conn, tenant, workspace_id=workspace_id, with_payloads=True, progress=progress
+            ),
+            state_rows=(
+                (table.name, key, values)
+                for table in STATE_TABLES
+                for key, values in iter_state_rows(conn, table, workspace_id)
+            ),
         )
 
 
@@ -320,7 +430,7 @@ def make_checkpoint(dsn: str, workspace_id: str) -> Checkpoint:
     """The current head of the workspace's chain, to be kept outside the database."""
     with _connect(dsn) as conn, conn.transaction():
         tenant = _tenant_of(conn, workspace_id)
-        row = conn.execute(SELECT_CHAIN_HEAD_SQL, (tenant,)).fetchone()
+        row = conn.execute(SELECT_CHAIN_HEAD_SQL, (workspace_id, tenant)).fetchone()
     if row is None or row[0] == 0:
         raise SubstrateError(f"workspace {workspace_id!r} has no events yet; nothing to checkpoint")
     return Checkpoint(tenant_id=tenant, seq=row[0], this_event_hash=bytes(row[1]))

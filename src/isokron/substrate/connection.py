@@ -1,4 +1,4 @@
-"""Connections to the substrate, and the one boundary where asyncpg errors become ours.
+"""Connections to the substrate (driver errors become ours in ``database_errors``).
 
 Per-connection setup (the JSONB codec) lives in one ``init`` hook used by every pool and every
 single connection. Library code borrows a pool it is given and never closes it.
@@ -9,25 +9,20 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
-from isokron.errors import (
-    ConflictError,
-    NotFoundError,
-    RefusalError,
-    SubstrateError,
-    SubstrateUnavailableError,
-)
-from isokron.substrate.dsn import redact_dsn, validate_dsn
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate, translate_connect_error
+from isokron.substrate.dsn import validate_dsn
 
 log = logging.getLogger("isokron.substrate")
 
-SET_WORKSPACE_SQL = "SELECT set_config('app.current_workspace_id', $1, true)"
+# isokron.set_local is SET LOCAL with bind parameters: on Citus it reaches the workers where
+# row-level security is evaluated (set_config would not); see migration 0040.
+SET_WORKSPACE_SQL = "SELECT isokron.set_local('app.current_workspace_id', $1, true)"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_COMMAND_TIMEOUT = 30.0
 
@@ -100,90 +95,30 @@ async def workspace_transaction(
         yield conn
 
 
-# SQLSTATEs raised by the substrate's own functions (see migrations/0005).
-_IK_CODES: dict[str, str] = {
-    "IKV01": "invalid_argument",
-    "IKN01": "not_found",
-    "IKC01": "conflict",
-    "IKC02": "conflict",
-    "IKD01": "capability_denied",
-}
-# PostgreSQL classes and states we rely on, mapped to refusal codes.
-_PG_CODES: dict[str, str] = {
-    "23505": "conflict",  # unique_violation
-    "23503": "not_found",  # foreign_key_violation
-    "23514": "invalid_argument",  # check_violation
-    "23502": "invalid_argument",  # not_null_violation
-    "22P02": "invalid_argument",  # invalid_text_representation
-    "22021": "invalid_argument",  # character_not_in_repertoire (NUL, bad UTF-8)
-    "22P05": "invalid_argument",  # untranslatable_character (\u0000 in JSON)
-    "22001": "invalid_argument",  # string_data_right_truncation
-    "22003": "invalid_argument",  # numeric_value_out_of_range
-    "22007": "invalid_argument",  # invalid_datetime_format
-    "22008": "invalid_argument",  # datetime_field_overflow
-    "54001": "invalid_argument",  # statement_too_complex (very deep JSON)
-}
+async def fetch_in_transaction(
+    db: asyncpg.Connection | asyncpg.Pool, sql: str, *args: Any, row: bool = False
+) -> Any:
+    """``fetchval`` (or ``fetchrow``) of one entry-point call, inside a transaction block.
 
-
-def translate_pg_error(exc: BaseException) -> BaseException:
-    """Map an asyncpg/PostgreSQL error to IsoKron's error tree (the one translation boundary).
-
-    Anticipated refusals become :class:`RefusalError` with a stable code; an unreachable server
-    becomes :class:`SubstrateUnavailableError`; anything else from the server a
-    :class:`SubstrateError` carrying its SQLSTATE. Non-database exceptions are returned as-is.
+    On Citus a read-only statement runs on a worker outside any transaction block unless the
+    client opened one, and then the workspace scope set by ``isokron.set_local`` (SET LOCAL) is
+    not sent with it: row-level security on the worker would see no workspace at all. So every
+    call of an entry point runs in BEGIN ... COMMIT (docs/scaling.md). On one PostgreSQL server
+    this changes nothing but two short round trips. Errors are not translated here.
     """
-    if isinstance(exc, asyncpg.PostgresError):
-        sqlstate = getattr(exc, "sqlstate", None) or ""
-        message = _server_message(exc)
-        code = _IK_CODES.get(sqlstate) or _PG_CODES.get(sqlstate)
-        if code == "not_found" and sqlstate.startswith("IK"):
-            return NotFoundError(message, sqlstate=sqlstate)
-        if code == "conflict" and sqlstate.startswith("IK"):
-            return ConflictError(message, sqlstate=sqlstate)
-        if code is not None:
-            return RefusalError(code, message, details={"sqlstate": sqlstate})
-        if isinstance(exc, asyncpg.InsufficientPrivilegeError):
-            return SubstrateError(f"permission denied: {message}", sqlstate=sqlstate)
-        if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
-            return SubstrateUnavailableError(
-                f"the database went away: {message}", sqlstate=sqlstate
-            )
-        return SubstrateError(message, sqlstate=sqlstate)
-    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.ConnectionDoesNotExistError):
-        return SubstrateUnavailableError(f"the database connection is unusable: {exc}")
-    if isinstance(exc, ConnectionError | OSError | TimeoutError):
-        return SubstrateUnavailableError(f"the database could not be reached: {exc}")
-    return exc
-
-
-def translate_connect_error(exc: BaseException, dsn: str) -> BaseException:
-    """Translate a failure to connect into one actionable line naming the (redacted) DSN."""
-    where = redact_dsn(dsn)
-    if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return SubstrateUnavailableError(f"database does not exist at {where}: {exc}")
-    if isinstance(
-        exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError
-    ):
-        return SubstrateUnavailableError(f"the server refused the login at {where}: {exc}")
-    if isinstance(exc, socket.gaierror):
-        return SubstrateUnavailableError(f"unknown host in {where}: {exc}")
-    if isinstance(exc, ConnectionError | OSError | TimeoutError):
-        return SubstrateUnavailableError(
-            f"cannot reach PostgreSQL at {where} ({exc.__class__.__name__}: {exc}); "
-            "is the server running?"
-        )
-    translated = translate_pg_error(exc)
-    return translated
-
-
-def _server_message(exc: BaseException) -> str:
-    msg = getattr(exc, "message", None) or str(exc)
-    return str(msg)
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await fetch_in_transaction(conn, sql, *args, row=row)
+    fetch = db.fetchrow if row else db.fetchval
+    if db.is_in_transaction():
+        return await fetch(sql, *args)
+    async with db.transaction():
+        return await fetch(sql, *args)
 
 
 async def run(conn: asyncpg.Connection, sql: str, *args: Any) -> Any:
-    """fetchval with errors translated; for one-shot calls of substrate functions."""
+    """fetchval in a transaction, errors translated; for one-shot calls of substrate functions."""
     try:
-        return await conn.fetchval(sql, *args)
-    except asyncpg.PostgresError as exc:
-        raise translate_pg_error(exc) from exc
+        return await fetch_in_transaction(conn, sql, *args)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc

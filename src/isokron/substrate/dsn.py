@@ -3,19 +3,56 @@
 The operator gives one admin DSN (or none, for the embedded server). The reader and gateway
 roles connect with the same host and database under their own user names unless their own DSNs
 are given (``ISOKRON_READER_DSN``, ``ISOKRON_GATEWAY_DSN``), e.g. when they have passwords.
+
+Roles are cluster-wide in PostgreSQL, so each database has its own three roles, named after it
+(:func:`database_roles`): two IsoKron databases on one server share no power. The migrations
+spell the roles ``isokron_owner`` / ``isokron_reader`` / ``isokron_gateway``; the migration
+runner substitutes this database's names (``isokron.substrate.migrate``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from isokron.errors import ConfigError
 
+#: The role names as the migration files spell them (replaced per database when applied).
 READER_ROLE = "isokron_reader"
 GATEWAY_ROLE = "isokron_gateway"
 OWNER_ROLE = "isokron_owner"
 ALLOWED_SCHEMES = ("postgres", "postgresql")
+_SLUG_CHARS = re.compile(r"[^a-z0-9]+")
+_SLUG_MAX = 24
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseRoles:
+    """The three roles of one IsoKron database."""
+
+    owner: str
+    reader: str
+    gateway: str
+
+    def as_substitutions(self) -> dict[str, str]:
+        """Spelled name in the migrations -> this database's role name."""
+        return {OWNER_ROLE: self.owner, READER_ROLE: self.reader, GATEWAY_ROLE: self.gateway}
+
+
+def database_roles(database: str) -> DatabaseRoles:
+    """The role names of the IsoKron database ``database`` on its server.
+
+    ``isokron_<slug>_<8 hex of SHA-256(name)>_<kind>``: readable, at most 49 characters (the
+    limit is 63), and distinct for distinct database names however they are spelled.
+    """
+    if not database:
+        raise ConfigError("the DSN names no database; add /DATABASE after host:port")
+    slug = _SLUG_CHARS.sub("_", database.lower()).strip("_")[:_SLUG_MAX] or "db"
+    tag = hashlib.sha256(database.encode("utf-8")).hexdigest()[:8]
+    base = f"isokron_{slug}_{tag}"
+    return DatabaseRoles(owner=f"{base}_owner", reader=f"{base}_reader", gateway=f"{base}_gateway")
 
 
 def validate_dsn(dsn: str) -> str:
@@ -60,7 +97,14 @@ def with_database(dsn: str, database: str) -> str:
 
 def database_name(dsn: str) -> str:
     """The database a DSN names."""
-    return urlsplit(validate_dsn(dsn)).path.strip("/")
+    parts = urlsplit(validate_dsn(dsn))
+    name = unquote(parts.path.strip("/"))
+    if not name:
+        for item in parts.query.split("&"):
+            key, _, value = item.partition("=")
+            if key == "dbname":
+                name = unquote(value)
+    return name
 
 
 def redact_dsn(dsn: str) -> str:
@@ -84,10 +128,14 @@ class SubstrateDSNs:
     def derive(
         cls, admin: str, *, reader: str | None = None, gateway: str | None = None
     ) -> SubstrateDSNs:
-        """Derive the reader and gateway DSNs from the admin one unless given explicitly."""
+        """Derive the reader and gateway DSNs from the admin one unless given explicitly.
+
+        The derived ones use this database's own roles (:func:`database_roles`).
+        """
         admin = validate_dsn(admin)
+        roles = database_roles(database_name(admin))
         return cls(
             admin=admin,
-            reader=validate_dsn(reader) if reader else with_user(admin, READER_ROLE),
-            gateway=validate_dsn(gateway) if gateway else with_user(admin, GATEWAY_ROLE),
+            reader=validate_dsn(reader) if reader else with_user(admin, roles.reader),
+            gateway=validate_dsn(gateway) if gateway else with_user(admin, roles.gateway),
         )

@@ -12,14 +12,20 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
 import blake3
 
-from isokron.errors import NoActiveRoleCharterError, RoleCharterIntegrityError
-from isokron.substrate.connection import SET_WORKSPACE_SQL, translate_pg_error
+from isokron.errors import (
+    GovernanceIntegrityError,
+    NoActiveRoleCharterError,
+    RoleCharterIntegrityError,
+)
+from isokron.substrate import state_sql
+from isokron.substrate.connection import SET_WORKSPACE_SQL
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 from isokron.substrate.models import (
     ActiveConstitution,
     CapabilityRow,
@@ -41,7 +47,7 @@ DEFAULT_SCRATCHPAD_LIMIT = 100
 DEFAULT_RECENT_EVENT_LIMIT = 50
 PAYLOAD_EXCERPT_CHARS = 300
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 @asynccontextmanager
@@ -63,15 +69,19 @@ async def _scoped_tx(
         async with conn.transaction(readonly=True):
             await conn.execute(SET_WORKSPACE_SQL, workspace_id)
             yield conn
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
 
 
 # ---------------------------------------------------------------- role charter (fail closed)
-SELECT_ACTIVE_CHARTER_SQL = """
-SELECT charter_id, version, content_md, content_jsonb, content_hash
-FROM public.kora_role_charter
-WHERE workspace_id = $1 AND is_active
+# Every read of identity and governance also re-computes the row's record and compares it with
+# what its approving event (or the workspace's state attestation) recorded: ``verified``.
+SELECT_ACTIVE_CHARTER_SQL = f"""
+SELECT c.charter_id, c.version, c.content_md, c.content_jsonb, c.content_hash,
+       {state_sql.verified_column("public.kora_role_charter", "c")}
+FROM public.kora_role_charter c
+{state_sql.approval_joins("c")}
+WHERE c.workspace_id = $1 AND c.is_active
 LIMIT 1
 """
 
@@ -98,6 +108,11 @@ def charter_from_row(workspace_id: str, row: asyncpg.Record | None) -> RoleChart
             f"the active role charter of {workspace_id!r} (v{row['version']}) does not match its "
             f"SHA-256: stored {row['content_hash'][:16]}…, computed {actual[:16]}…"
         )
+    if "verified" in row and not row["verified"]:
+        raise RoleCharterIntegrityError(
+            f"the active role charter of {workspace_id!r} (v{row['version']}) is not what the "
+            "chain event that approved it records — it was changed outside the write operations"
+        )
     doc = row["content_jsonb"]
     sections = (doc or {}).get("sections", {}) if isinstance(doc, dict) else {}
     return RoleCharter(
@@ -113,11 +128,13 @@ def charter_from_row(workspace_id: str, row: asyncpg.Record | None) -> RoleChart
 
 
 # ---------------------------------------------------------------- policy registry
-SELECT_POLICIES_SQL = """
-SELECT policy_key, policy_value, description
-FROM public.kora_policy_registry
-WHERE workspace_id = $1
-ORDER BY policy_key
+SELECT_POLICIES_SQL = f"""
+SELECT p.policy_key, p.policy_value, p.description,
+       {state_sql.verified_column("public.kora_policy_registry", "p")}
+FROM public.kora_policy_registry p
+{state_sql.approval_joins("p")}
+WHERE p.workspace_id = $1
+ORDER BY p.policy_key
 """
 
 
@@ -133,6 +150,9 @@ _DRIFT_WARNED: set[tuple[str, int]] = set()
 
 
 def policies_from_rows(workspace_id: str, rows: list[asyncpg.Record]) -> tuple[PolicyEntry, ...]:
+    _fail_closed_on_unverified(
+        workspace_id, "policy", [r["policy_key"] for r in rows if not r["verified"]]
+    )
     if len(rows) != EXPECTED_POLICY_COUNT and (workspace_id, len(rows)) not in _DRIFT_WARNED:
         _DRIFT_WARNED.add((workspace_id, len(rows)))
         log.warning(
@@ -145,10 +165,12 @@ def policies_from_rows(workspace_id: str, rows: list[asyncpg.Record]) -> tuple[P
 
 
 # ---------------------------------------------------------------- capability matrix
-SELECT_CAPABILITY_ROW_SQL = """
-SELECT cap_name, granted
-FROM public.kora_capability_matrix
-WHERE workspace_id = $1 AND actor_kind = $2
+SELECT_CAPABILITY_ROW_SQL = f"""
+SELECT m.cap_name, m.granted,
+       {state_sql.verified_column("public.kora_capability_matrix", "m")}
+FROM public.kora_capability_matrix m
+{state_sql.approval_joins("m")}
+WHERE m.workspace_id = $1 AND m.actor_kind = $2
 """
 
 
@@ -158,7 +180,30 @@ async def read_capability_row(
     """One actor kind's capabilities, from the substrate's matrix (the one source of truth)."""
     async with scoped(db, workspace_id) as conn:
         rows = await conn.fetch(SELECT_CAPABILITY_ROW_SQL, workspace_id, actor_kind)
+    _fail_closed_on_unverified(
+        workspace_id,
+        "capability",
+        [f"{r['cap_name']}/{actor_kind}" for r in rows if not r["verified"]],
+    )
     return CapabilityRow(actor_kind, {r["cap_name"]: r["granted"] for r in rows})
+
+
+def _fail_closed_on_unverified(workspace_id: str, what: str, keys: list[str]) -> None:
+    """Refuse to present governance a chain event does not vouch for (invariant 4)."""
+    if not keys:
+        return
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    log.error(
+        "[isokron.reads.state_unverified] workspace %s: %s rows not matching their approving "
+        "event: %s",
+        workspace_id,
+        what,
+        shown,
+    )
+    raise GovernanceIntegrityError(
+        f"workspace {workspace_id!r}: {what} {shown} does not match the chain event that "
+        "approved it — changed outside the write operations; run `isokron verify`"
+    )
 
 
 # ---------------------------------------------------------------- scratchpad (warn on drift)
@@ -235,12 +280,11 @@ def scratchpad_entry_from_row(r: asyncpg.Record) -> ScratchpadEntry:
 
 
 # ---------------------------------------------------------------- recent chain events
-# event_log is keyed by tenant_id; the workspace resolves to its tenant through the join.
+# Filtered by the workspace key itself: one shard on Citus, the primary key's order here.
 SELECT_RECENT_EVENTS_SQL = """
 SELECT el.event_id, el.seq, el.event_type, el.occurred_at, jsonb_pretty(el.payload) AS payload_text
 FROM hivex_foundation.event_log el
-JOIN hivex_foundation.tenant t ON t.tenant_id = el.tenant_id
-WHERE t.clerk_org_id = $1 AND starts_with(el.event_type, $2)
+WHERE el.workspace_id = $1 AND starts_with(el.event_type, $2)
 ORDER BY el.seq DESC
 LIMIT $3
 """
@@ -383,6 +427,37 @@ async def read_escalation_queue(
     async with scoped(db, workspace_id) as conn:
         rows = await conn.fetch(SELECT_ESCALATIONS_SQL, workspace_id, status, limit)
     return tuple(Escalation(**{k: r[k] for k in r.keys()}) for r in rows)
+
+
+SELECT_HELD_ESCALATIONS_SQL = """
+SELECT e.escalation_id, e.actor_id, a.actor_kind, e.tool, e.rule_id, e.reason, e.status,
+       e.request, e.created_at, e.decided_at, e.decision_note, e.result
+FROM kronicle.escalations e
+LEFT JOIN public.actor_registry a ON a.workspace_id = e.workspace_id AND a.actor_id = e.actor_id
+WHERE e.workspace_id = $1 AND ($2::text IS NULL OR e.status = $2)
+  AND ($3::uuid IS NULL OR e.escalation_id = $3)
+ORDER BY e.created_at
+LIMIT $4
+"""
+
+
+async def read_held_escalations(
+    db: Executor,
+    workspace_id: str,
+    *,
+    status: str | None = "open",
+    escalation_id: UUID | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Escalations with the operation they hold (``request``: ``{op, args}``), for operators.
+
+    Unredacted: callers that print them redact secrets first (the CLI does).
+    """
+    async with scoped(db, workspace_id) as conn:
+        rows = await conn.fetch(
+            SELECT_HELD_ESCALATIONS_SQL, workspace_id, status, escalation_id, limit
+        )
+    return [dict(r) for r in rows]
 
 
 async def read_proposals(

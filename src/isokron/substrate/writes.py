@@ -1,9 +1,36 @@
 """The write operations: the one module the gateway and the operator CLI both write through.
 
 Every function here calls a substrate function that writes its rows and appends exactly one
-chain event in ONE transaction (migrations/0005). Agent operations go through
-``isokron_api.write`` (capability-checked in the database too); governance operations through
-``isokron_api.govern`` (operator actors only).
+chain event in ONE transaction (migrations/0011). Two entry points:
+
+* ``isokron_api.write(token_sha256, op, args, idempotency_key, workspace_id)`` — the gateway
+  role's: the database resolves actor, kind and workspace from the presented token's SHA-256
+  (:func:`write_with_token`).
+* ``isokron_api.write_as(op, workspace_id, actor_id, args, idempotency_key)`` — the owner's
+  (admin DSN, the operator CLI): names the acting actor (:func:`write`, :func:`govern`).
+
+Both authorize from ``isokron.operation_registry``: governance operations and decisions need an
+operator, other operations their capability granted to the actor's kind.
+
+The gateway writes through :func:`submit`, which admits the call against its quotas and performs
+it (or chains its denial) in one statement; maintenance (:func:`maintain`) closes what the
+workspaces' policies say is overdue.
+
+Design note on SUBMIT_SQL. The admission runs in a materialized CTE (it calls a volatile
+function, so PostgreSQL evaluates it exactly once), and the CASE evaluates at most one of its
+two ``isokron_api.write`` calls. If the write raises (a substrate refusal such as an unknown
+node), the whole statement rolls back, budget unit included; the caller then submits the
+denial, which consumes the unit again, so every call costs exactly one unit. The budget row
+stays locked until the statement commits, which serializes one actor's writes; the chain head
+already serializes a tenant's appends, so this adds no contention that was not there.
+
+Every call carries the presented token's SHA-256 (``token_sha256``): the database resolves the
+actor and workspace from it in the same transaction and refuses a revoked or expired token, so
+the gateway role's DSN alone cannot write as anyone.
+
+Denial events are bounded by the same budget: once an actor is over its limit, only the first
+refused call of the minute is chained (``calls = limit + 1``); later ones are logged only, so
+a runaway client cannot flood the chain with denials (``chain_denial`` in the admission).
 """
 
 from __future__ import annotations
@@ -11,64 +38,30 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
 import blake3
 
 from isokron.errors import ConfigError
-from isokron.substrate import defaults
-from isokron.substrate.connection import translate_pg_error
+from isokron.substrate.connection import fetch_in_transaction
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
-WRITE_SQL = "SELECT isokron_api.write($1, $2, $3::uuid, $4::jsonb, $5)"
-GOVERN_SQL = "SELECT isokron_api.govern($1, $2, $3::uuid, $4::jsonb, $5)"
+WRITE_AS_SQL = "SELECT isokron_api.write_as($1, $2, $3::uuid, $4::jsonb, $5)"
+WRITE_WITH_TOKEN_SQL = "SELECT isokron_api.write($1::bytea, $2, $3::jsonb, $4, $5)"
 CREATE_WORKSPACE_SQL = "SELECT isokron_api.create_workspace($1, $2, $3::jsonb)"
 ERASE_PAYLOAD_SQL = "SELECT isokron_api.erase_event_payload($1, $2, $3)"
 
-AGENT_OPERATIONS = frozenset(
-    {
-        "append_event",
-        "write_scratchpad_entry",
-        "iso_node_create",
-        "iso_node_supersede",
-        "iso_link_create",
-        "propose_convention",
-        "propose_policy_change",
-        "raise_escalation",
-        "record_denial",
-        "decide_proposal",
-        "decide_escalation",
-    }
-)
-GOVERNANCE_OPERATIONS = frozenset(
-    {
-        "set_charter",
-        "set_policies",
-        "set_capabilities",
-        "revise_constitution",
-        "issue_token",
-        "revoke_token",
-    }
-)
-SCRATCHPAD_KINDS = (
-    "reasoning_trail",
-    "observation",
-    "plan",
-    "hypothesis",
-    "decision_draft",
-    "handoff_note",
-    "tool_result",
-)
-VISIBILITY_SCOPES = ("own_only", "cross_agent_dereferenceable")
 TOKEN_PREFIX = "wsk_"
 TOKEN_SECRET_LENGTH = 40
 TOKEN_PUBLIC_CHARS = 12  # "wsk_" + 8: enough to name a token in a list, useless to an attacker
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def write(
@@ -80,12 +73,32 @@ async def write(
     *,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """Perform one agent write operation; returns the substrate's result (with ``event_id``)."""
-    if op not in AGENT_OPERATIONS:
-        raise ConfigError(
-            f"unknown write operation {op!r}; expected one of {sorted(AGENT_OPERATIONS)}"
-        )
-    return await _call(db, WRITE_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
+    """Perform one operation as ``actor_id`` (owner entry point, admin DSN only).
+
+    ``op`` is an operation of :mod:`isokron.governance.operations`; the database refuses any
+    other name (``invalid_argument``). Returns the substrate's result (with ``event_id``).
+    """
+    return await _call(db, WRITE_AS_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
+
+
+async def write_with_token(
+    db: Executor,
+    op: str,
+    token_hash: bytes,
+    args: dict[str, Any],
+    *,
+    workspace_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Perform one operation as the holder of the token whose SHA-256 is ``token_hash``.
+
+    The gateway role's entry point: the database resolves actor and workspace from the hash
+    (``unauthenticated`` if unknown, revoked or expired, ``actor_disabled`` if its actor is
+    disabled; ``workspace_mismatch`` if ``workspace_id`` is given and is not the token's).
+    """
+    return await _call(
+        db, WRITE_WITH_TOKEN_SQL, bytes(token_hash), op, args, idempotency_key, workspace_id
+    )
 
 
 async def govern(
@@ -98,18 +111,14 @@ async def govern(
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Perform one governance operation as an operator actor; chained like every write."""
-    if op not in GOVERNANCE_OPERATIONS:
-        raise ConfigError(
-            f"unknown governance operation {op!r}; expected one of {sorted(GOVERNANCE_OPERATIONS)}"
-        )
-    return await _call(db, GOVERN_SQL, op, workspace_id, str(actor_id), args, idempotency_key)
+    return await write(db, op, workspace_id, actor_id, args, idempotency_key=idempotency_key)
 
 
 async def _call(db: Executor, sql: str, *params: Any) -> dict[str, Any]:
     try:
-        result = await db.fetchval(sql, *params)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+        result = await fetch_in_transaction(db, sql, *params)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
     if not isinstance(result, dict):
         raise TypeError(f"substrate returned {type(result).__name__}, expected a JSON object")
     return result
@@ -152,6 +161,18 @@ def scratchpad_args(
 
 
 @dataclass(frozen=True, slots=True)
+class WorkspaceSeed:
+    """The rows a new workspace is seeded with (``isokron.governance.seeds.default_seed``)."""
+
+    actors: list[dict[str, Any]]
+    charter_md: str
+    charter_sections: dict[str, Any]
+    policies: list[dict[str, Any]]
+    capabilities: list[dict[str, Any]]
+    constitution_rules: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class CreatedWorkspace:
     """What ``create_workspace`` made."""
 
@@ -167,76 +188,33 @@ async def create_workspace(
     workspace_id: str,
     name: str | None = None,
     *,
-    charter_md: str | None = None,
+    seed: WorkspaceSeed,
 ) -> CreatedWorkspace:
     """Create and seed a usable workspace in ONE transaction.
 
-    Seeds the default actors, the role charter (``charter_md`` or the default), 31 policies,
-    the 49-capability matrix for every actor kind and the first constitution revision; each
-    step is a chained governance event by the workspace's operator.
+    Seeds ``seed``'s actors, role charter, policies, capability matrix and first constitution
+    revision; each step is a chained governance event by the workspace's operator.
     """
-    md = charter_md if charter_md is not None else defaults.DEFAULT_CHARTER_MD
-    sections = defaults.charter_sections_from_markdown(md)
-    actors = [{"actor_kind": k, "display_name": v} for k, v in defaults.ACTOR_KINDS.items()]
     async with conn.transaction():
         created = await _call(
-            conn, CREATE_WORKSPACE_SQL, workspace_id, name or workspace_id, actors
+            conn, CREATE_WORKSPACE_SQL, workspace_id, name or workspace_id, seed.actors
         )
         operator = created["operator_actor_id"]
-        await govern(
-            conn,
-            "set_charter",
-            workspace_id,
-            operator,
-            {"content_md": md, "sections": dict(sections)},
+        steps: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("set_charter", {"content_md": seed.charter_md, "sections": seed.charter_sections}),
+            ("set_policies", {"policies": seed.policies}),
+            ("set_capabilities", {"capabilities": seed.capabilities}),
+            ("revise_constitution", {"rules": seed.constitution_rules}),
         )
-        await govern(
-            conn, "set_policies", workspace_id, operator, {"policies": default_policy_rows()}
-        )
-        await govern(
-            conn,
-            "set_capabilities",
-            workspace_id,
-            operator,
-            {"capabilities": default_capability_rows()},
-        )
-        await govern(
-            conn,
-            "revise_constitution",
-            workspace_id,
-            operator,
-            {"rules": defaults.DEFAULT_CONSTITUTION_RULES},
-        )
+        for op, args in steps:
+            await govern(conn, op, workspace_id, operator, args)
     return CreatedWorkspace(
         workspace_id=workspace_id,
         tenant_id=UUID(created["tenant_id"]),
         operator_actor_id=UUID(operator),
         actors={a["actor_kind"]: UUID(a["actor_id"]) for a in created["actors"]},
-        events=5,
+        events=1 + len(steps),
     )
-
-
-def default_policy_rows() -> list[dict[str, Any]]:
-    """The 31 default policies as ``set_policies`` rows."""
-    return [
-        {"policy_key": p.key, "policy_value": p.value, "description": p.description}
-        for p in defaults.DEFAULT_POLICIES.values()
-    ]
-
-
-def default_capability_rows() -> list[dict[str, Any]]:
-    """The capability matrix: every capability × every default actor kind."""
-    return [
-        {
-            "cap_name": cap.cap_name,
-            "actor_kind": kind,
-            "granted": kind in cap.grants,
-            "cap_group": cap.group,
-            "description": cap.description,
-        }
-        for cap in defaults.CAPABILITIES
-        for kind in defaults.ACTOR_KINDS
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +287,112 @@ async def erase_event_payload(
 
 async def _call_void(db: Executor, sql: str, *params: Any) -> None:
     try:
-        await db.execute(sql, *params)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate_pg_error(exc) from exc
+        await fetch_in_transaction(db, sql, *params)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+
+
+# ------------------------------------------------------------------ the gateway's writes
+SUBMIT_SQL = """
+WITH budget AS (
+    SELECT isokron_api.admit_write($2::bytea, $3::jsonb) AS rate
+)
+SELECT rate,
+       CASE WHEN (rate ->> 'allowed')::boolean
+                THEN isokron_api.write($2::bytea, $4, $5::jsonb, $6, $1)
+            WHEN (rate ->> 'chain_denial')::boolean
+                THEN isokron_api.write($2::bytea, 'record_denial', $7::jsonb, NULL, $1)
+       END AS result
+FROM budget
+"""
+MAINTAIN_SQL = "SELECT isokron_api.maintain($1)"
+HEALTH_SQL = "SELECT 1"
+
+RECORD_DENIAL = "record_denial"
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What one submission did: the admission's answer and the write's (or denial's) result.
+
+    When the call was not admitted, ``bucket`` names the quota it exceeded, ``code`` its
+    refusal code and ``limit`` its limit; ``retry_after_seconds`` is None for a cap on state
+    (open escalations), which no waiting lifts.
+    """
+
+    allowed: bool
+    retry_after_seconds: int | None
+    result: Mapping[str, Any] | None
+    bucket: str | None = None
+    code: str | None = None
+    limit: int | None = None
+
+    @property
+    def event_id(self) -> str | None:
+        return None if self.result is None else str(self.result.get("event_id"))
+
+
+async def submit(
+    pool: asyncpg.Pool,
+    *,
+    workspace_id: str,
+    token_sha256: bytes,
+    quotas: Sequence[Mapping[str, Any]],
+    op: str,
+    args: Mapping[str, Any],
+    idempotency_key: str | None,
+    over_limit_denial: Mapping[str, Any],
+) -> Submitted:
+    """Admit the call against ``quotas`` and, if admitted, perform ``op`` with ``args``.
+
+    Not admitted, ``over_limit_denial`` (``record_denial`` arguments) is chained instead (for
+    the per-minute budget, for the first call over only).
+
+    Raises:
+        RefusalError, NotFoundError, ConflictError: the substrate refused the operation.
+        SubstrateError: the database failed.
+    """
+    try:
+        row = await fetch_in_transaction(
+            pool,
+            SUBMIT_SQL,
+            workspace_id,
+            token_sha256,
+            list(quotas),
+            op,
+            dict(args),
+            idempotency_key,
+            dict(over_limit_denial),
+            row=True,
+        )
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+    assert row is not None
+    rate = row["rate"]
+    retry = rate.get("retry_after_seconds")
+    return Submitted(
+        allowed=bool(rate["allowed"]),
+        retry_after_seconds=None if retry is None else int(retry),
+        result=row["result"],
+        bucket=rate.get("bucket"),
+        code=rate.get("code"),
+        limit=rate.get("limit"),
+    )
+
+
+async def maintain(pool: asyncpg.Pool, workspace_id: str | None = None) -> dict[str, Any]:
+    """Close what is overdue (expired escalations and proposals, scratchpad past retention,
+    stale idempotency keys) in one workspace or, with None, in all; returns the counts."""
+    try:
+        result = await fetch_in_transaction(pool, MAINTAIN_SQL, workspace_id)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+    return dict(result or {})
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """Round-trip to the database through the gateway role (the health check)."""
+    try:
+        await pool.fetchval(HEALTH_SQL)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc

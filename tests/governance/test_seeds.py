@@ -8,19 +8,23 @@ import re
 import pytest
 
 from isokron.errors import ConfigError
-from isokron.substrate.defaults import (
-    ACTOR_KINDS,
+from isokron.governance.capabilities import (
     CAPABILITIES,
+    KORA_BROADER,
+    SEA,
+    granted_capabilities,
+)
+from isokron.governance.charter import charter_sections_from_markdown
+from isokron.governance.operations import TOOLS
+from isokron.governance.policies import POLICIES as DEFAULT_POLICIES
+from isokron.governance.seeds import (
     DEFAULT_CHARTER_MD,
     DEFAULT_CHARTER_SECTIONS,
     DEFAULT_CONSTITUTION_RULES,
-    DEFAULT_POLICIES,
-    KORA_BROADER,
-    SEA,
-    TOOL_CAPABILITIES,
-    charter_sections_from_markdown,
-    granted_capabilities,
 )
+from isokron.governance.vocabulary import ACTOR_KINDS
+
+TOOL_CAPABILITIES = {name: tool.capability for name, tool in TOOLS.items()}
 
 # ----------------------------------------------------------------------------------- actors
 

@@ -1,4 +1,4 @@
-"""The workspace constitution: rules as data, evaluated deterministically before every write.
+"""The constitution's rules engine: rules as data, evaluated deterministically before every write.
 
 The gateway pre-screens each write with the active constitution revision. A revision's
 ``rules`` JSON has this shape::
@@ -28,7 +28,7 @@ and strings shorter than the shortest possible match are skipped. Only when that
 something are the rules tested one by one, in order, to name the winner.
 
 Reasons never quote the matched text: a refusal must not echo the secret it refused.
-``redact_secrets`` applies the same secret shapes to log lines and diagnostics.
+:mod:`isokron.governance.redaction` applies the same secret shapes to log lines and diagnostics.
 """
 
 from __future__ import annotations
@@ -36,34 +36,25 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
 from isokron.errors import ConfigError
-from isokron.substrate.defaults import DEFAULT_CONSTITUTION_RULES
+from isokron.governance.patterns import build_scanner
+from isokron.governance.redaction import redact_secrets, redactor_with
+from isokron.governance.seeds import DEFAULT_CONSTITUTION_RULES
 
 Effect = Literal["allow", "deny", "escalate"]
-
-REDACTED = "[REDACTED]"
 
 _EFFECTS = ("deny", "escalate")
 _MATCH_KEYS = frozenset({"content_pattern", "event_type", "max_bytes", "tool"})
 _RULE_KEYS = frozenset({"id", "effect", "description", "match"})
 _TOP_KEYS = frozenset({"version", "rules", "description"})
 _RULE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-# Leading global inline flags such as "(?i)". They must be lifted out of a pattern before it
-# can sit inside an alternation (Python rejects global flags that are not at the very start).
-_LEADING_FLAGS_RE = re.compile(r"^\(\?[aiLmsux]+\)")
-# Backreferences and conditionals depend on group numbering, which folding would shift.
-_NUMBERED_GROUP_USE_RE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
 # Characters json.dumps escapes even with ensure_ascii=False.
 _NEEDS_JSON_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
-# The whole armoured block is redacted when its end is present, not just the header line.
-_PEM_BLOCK_PATTERN = (
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
-)
 
 
 @dataclass(frozen=True)
@@ -123,83 +114,6 @@ class _Rule:
             search = self.pattern.search
             return any(search(s) is not None for s in strings)
         return True
-
-
-@dataclass(frozen=True)
-class _Scanner:
-    """Alternations that tell, in one pass per string, whether any of a set of patterns matches.
-
-    ``passes`` holds (compiled alternation, shortest possible match) pairs: one per distinct
-    set of regex flags, plus one per pattern that cannot be folded (backreferences, clashing
-    group names).
-    """
-
-    passes: tuple[tuple[re.Pattern[str], int], ...]
-
-    def any_match(self, strings: Sequence[str]) -> bool:
-        """True when some pattern matches some string."""
-        for regex, shortest in self.passes:
-            search = regex.search
-            for s in strings:
-                if len(s) >= shortest and search(s) is not None:
-                    return True
-        return False
-
-    def redact(self, text: str) -> str:
-        """Replace every match of every pattern in ``text`` with ``[REDACTED]``."""
-        for regex, _shortest in self.passes:
-            text = regex.sub(REDACTED, text)
-        return text
-
-
-def _min_width(pattern: str, flags: int) -> int:
-    """The fewest characters any match of ``pattern`` consumes, or 0 when unknown.
-
-    Skipping strings shorter than this is safe: lookarounds and anchors consume nothing, so a
-    string shorter than the minimum width cannot contain a match. ``re._parser`` is private, so
-    any surprise from it only disables the optimization.
-    """
-    try:
-        from re import _parser  # type: ignore[attr-defined]
-
-        low = int(_parser.parse(pattern, flags).getwidth()[0])
-    except (ImportError, AttributeError, TypeError, ValueError, IndexError, re.error):
-        return 0
-    return max(0, min(low, 1 << 20))
-
-
-def _lift_flags(pattern: str) -> str:
-    """Strip leading global inline flags (their effect is carried by the compiled flags)."""
-    while True:
-        lifted = _LEADING_FLAGS_RE.sub("", pattern, count=1)
-        if lifted == pattern:
-            return pattern
-        pattern = lifted
-
-
-def _build_scanner(patterns: Iterable[re.Pattern[str]]) -> _Scanner:
-    """Fold compiled patterns into as few alternations as their flags allow."""
-    by_flags: dict[int, list[str]] = {}
-    alone: list[re.Pattern[str]] = []
-    for compiled in patterns:
-        if _NUMBERED_GROUP_USE_RE.search(compiled.pattern):
-            alone.append(compiled)
-        else:
-            by_flags.setdefault(compiled.flags, []).append(_lift_flags(compiled.pattern))
-    passes: list[tuple[re.Pattern[str], int]] = []
-    for flags, bodies in by_flags.items():
-        # In verbose mode a trailing comment would swallow the closing parenthesis.
-        end = "\n" if flags & re.VERBOSE else ""
-        combined = "|".join(f"(?:{body}{end})" for body in bodies)
-        try:
-            passes.append((re.compile(combined, flags), _min_width(combined, flags)))
-        except re.error:
-            # e.g. two rules use the same named group: scan those patterns one by one.
-            for body in bodies:
-                passes.append((re.compile(body, flags), _min_width(body, flags)))
-    for compiled in alone:
-        passes.append((compiled, _min_width(compiled.pattern, compiled.flags)))
-    return _Scanner(tuple(passes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,20 +347,13 @@ class Constitution:
             ("escalate", self._escalate),
         )
         self._groups = tuple(
-            (effect, group, _build_scanner(r.pattern for r in group if r.pattern is not None))
+            (effect, group, build_scanner(r.pattern for r in group if r.pattern is not None))
             for effect, group in groups
             if group
         )
         self._needs_strings = any(r.pattern is not None for r in rules)
         self._needs_size = any(r.max_bytes is not None for r in rules)
-        self._redactor = _build_scanner(
-            _unique_patterns(
-                [
-                    *_default_redaction_patterns(),
-                    *(r.pattern for r in self._deny if r.pattern is not None),
-                ]
-            )
-        )
+        self._redactor = redactor_with(r.pattern for r in self._deny if r.pattern is not None)
 
     @classmethod
     def from_rules(cls, rules: Mapping[str, Any]) -> Constitution:
@@ -493,7 +400,7 @@ class Constitution:
 
     def redact(self, text: str) -> str:
         """``redact_secrets`` with this constitution's deny patterns added to the defaults."""
-        return self._redactor.redact(text)
+        return redact_secrets(text, self._redactor)
 
 
 def _reason(rule: _Rule, tool: str, event_type: str | None, size: int) -> str:
@@ -512,47 +419,7 @@ def _reason(rule: _Rule, tool: str, event_type: str | None, size: int) -> str:
     return f"{outcome} by constitution rule {rule.rule_id} ({rule.description}): {because}."
 
 
-def _unique_patterns(patterns: Iterable[re.Pattern[str]]) -> list[re.Pattern[str]]:
-    """Drop repeated patterns (a constitution usually repeats the default secret shapes)."""
-    unique: dict[tuple[str, int], re.Pattern[str]] = {}
-    for compiled in patterns:
-        unique.setdefault((compiled.pattern, compiled.flags), compiled)
-    return list(unique.values())
-
-
-@cache
-def _default_redaction_patterns() -> tuple[re.Pattern[str], ...]:
-    """The whole-PEM-block pattern, then the default constitution's deny content patterns.
-
-    The block comes first so that, folded into one alternation, it wins over the bare
-    BEGIN-line pattern at the same position.
-    """
-    defaults = _compile_rules(DEFAULT_CONSTITUTION_RULES)
-    return (
-        re.compile(_PEM_BLOCK_PATTERN),
-        *(r.pattern for r in defaults if r.effect == "deny" and r.pattern is not None),
-    )
-
-
-@cache
-def _default_redactor() -> _Scanner:
-    """The redactor used when no constitution is given."""
-    return _build_scanner(_default_redaction_patterns())
-
-
 @cache
 def default_constitution() -> Constitution:
     """The compiled ``DEFAULT_CONSTITUTION_RULES`` (revision 1 of every new workspace)."""
     return Constitution.from_rules(DEFAULT_CONSTITUTION_RULES)
-
-
-def redact_secrets(text: str, constitution: Constitution | None = None) -> str:
-    """Replace every token-shaped substring of ``text`` with ``[REDACTED]``.
-
-    Uses the secret shapes of the default constitution plus, when given, the deny patterns of
-    ``constitution``. Whole tokens are redacted (no prefix is kept), and a PEM private key
-    block is redacted from its BEGIN line to its END line.
-    """
-    if constitution is not None:
-        return constitution.redact(text)
-    return _default_redactor().redact(text)

@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 from isokron.errors import ConfigError
-from isokron.substrate.constitution import (
+from isokron.governance.redaction import redact_secrets
+from isokron.governance.rules import (
     ALLOW,
     Constitution,
     Decision,
     compact_json_size,
     default_constitution,
-    redact_secrets,
 )
-from isokron.substrate.defaults import DEFAULT_CONSTITUTION_RULES
+from isokron.governance.seeds import DEFAULT_CONSTITUTION_RULES
 
 SECRETS: dict[str, str] = {
     "deny-secret-wsk": "wsk_" + "A1b2" * 5,
@@ -344,7 +344,7 @@ def test_redact_with_constitution_adds_its_deny_patterns() -> None:
         _rules({"id": "internal", "effect": "deny", "match": {"content_pattern": r"INT-\d{6}"}})
     )
     text = "ids INT-123456 and " + SECRETS["deny-secret-wsk"]
-    assert redact_secrets(text, c) == "ids [REDACTED] and [REDACTED]"
+    assert c.redact(text) == "ids [REDACTED] and [REDACTED]"
     assert redact_secrets(text) == "ids INT-123456 and [REDACTED]"
 
 
