@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from isokron.governance.seeds import default_seed
 from isokron.provider.config import IsoKronProviderConfig
 from isokron.provider.provider import IsoKronMemoryProvider
 from isokron.substrate import writes
@@ -60,7 +61,9 @@ def _signal_all(pgdata: Path, sig: signal.Signals) -> None:
 async def _workspace(admin: str) -> tuple[str, str]:
     conn = await connect(admin)
     try:
-        created = await writes.create_workspace(conn, "hung-bench", "hung database benchmark")
+        created = await writes.create_workspace(
+            conn, "hung-bench", "hung database benchmark", seed=default_seed()
+        )
         issued = await writes.issue_token(
             conn, "hung-bench", created.operator_actor_id, created.actors["kora"], label="bench"
         )

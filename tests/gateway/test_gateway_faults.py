@@ -27,6 +27,7 @@ import pytest
 
 from isokron.gateway.settings import DEFAULT_MAX_REQUEST_BODY_BYTES
 from isokron.gateway.transport import BODY_BUDGET_BYTES, HEAD_TIMEOUT_SECONDS
+from isokron.governance.seeds import default_seed
 from isokron.substrate import writes
 from isokron.substrate.connection import connect
 
@@ -65,7 +66,9 @@ def _token(admin: str) -> tuple[str, str]:
         conn = await connect(admin)
         try:
             ws_id = f"gwf-{uuid.uuid4().hex[:10]}"
-            created = await writes.create_workspace(conn, ws_id, "gateway faults")
+            created = await writes.create_workspace(
+                conn, ws_id, "gateway faults", seed=default_seed()
+            )
             issued = await writes.issue_token(
                 conn, ws_id, created.operator_actor_id, created.actors["kora"], label="faults"
             )

@@ -146,7 +146,8 @@ class OutageAwareVerifier(GatewayTokenVerifier):
     async def verify_token(self, token: str) -> AccessToken | None:
         # The check runs as its own task and is abandoned after the timeout, rather than
         # cancelled and awaited: a connection to a frozen server does not always let a
-        # cancellation through promptly. Its refusal reason is carried back to this context.
+        # cancellation through promptly. Its refusal reason and code are carried back to this
+        # context, where the reply is made.
         task = asyncio.ensure_future(self._check(token))
         done, _ = await asyncio.wait({task}, timeout=AUTH_TIMEOUT_SECONDS)
         if not done:
@@ -154,15 +155,16 @@ class OutageAwareVerifier(GatewayTokenVerifier):
             task.add_done_callback(_forget)
             return self._unavailable(f"no answer within {AUTH_TIMEOUT_SECONDS:.0f}s")
         try:
-            access, reason = task.result()
+            access, reason, code = task.result()
         except (SubstrateError, TimeoutError) as exc:
             return self._unavailable(str(exc) or exc.__class__.__name__)
         refusal_reason.set(reason)
+        refusal_code.set(code)
         return access
 
-    async def _check(self, token: str) -> tuple[AccessToken | None, str | None]:
+    async def _check(self, token: str) -> tuple[AccessToken | None, str | None, str]:
         access = await super().verify_token(token)
-        return access, refusal_reason.get()
+        return access, refusal_reason.get(), refusal_code.get()
 
     @staticmethod
     def _unavailable(why: str) -> None:

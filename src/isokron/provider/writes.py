@@ -50,6 +50,8 @@ _FLUSH_BATCH = 50
 _MIN_SEND_SECONDS = 0.5
 _RATE_LIMIT_DEFAULT_RETRY = 10.0
 _RESULTS_KEPT = 256
+#: Most older writes a hook delivers before its own; a longer backlog is the watchdog's.
+INLINE_BACKLOG = 8
 #: Extra seconds a model's tool call waits for a gateway session that is still opening.
 TOOL_CONNECT_ALLOWANCE_SECONDS = 15.0
 
@@ -162,8 +164,9 @@ class ChainWriter:
         it) within ``timeout``. Returns the gateway's result, or None if it was refused or is
         still waiting. Never raises. ``arguments`` must carry its ``idempotency_key``.
 
-        With older writes waiting, the hook does not deliver them itself (that could take its
-        whole budget): it leaves them, and its own, to the watchdog, which keeps the order."""
+        A few older writes waiting (at most :data:`INLINE_BACKLOG`) are delivered first, in
+        order; with more, the hook does not deliver them itself (that could take its whole
+        budget): it leaves them, and its own, to the watchdog, which keeps the order."""
         try:
             ahead = self.pending
             item_id = self.outbox.add(self.workspace_id, tool, arguments, what)
@@ -173,7 +176,7 @@ class ChainWriter:
         except OutboxError as exc:
             log.error("[kora.chain.emit.failed] %s: %s", what, exc)
             return None
-        if not self.breaker.should_try() or ahead:
+        if not self.breaker.should_try() or ahead > INLINE_BACKLOG:
             log.debug("[kora.chain.emit.queued] %s (%d waiting before it)", what, ahead)
             if self.wake is not None:
                 self.wake()
