@@ -88,7 +88,7 @@ def test_setup_from_the_environment_writes_env_and_settings(
     assert f"ISOKRON_WORKSPACE_ID={ws.workspace_id}" in dotenv
     assert oct((home / ".env").stat().st_mode & 0o777) == "0o600"
     settings = (home / "isokron.json").read_text()
-    assert "isokron_reader" in settings and ws.token not in settings
+    assert "_reader@" in settings and ws.token not in settings
 
     # A later shell has only what setup wrote: Hermes loads .env, the provider is available.
     status = _hermes(_env(home), "memory", "status")
