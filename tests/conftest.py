@@ -157,3 +157,67 @@ async def make_workspace(admin_pool: asyncpg.Pool) -> Callable:
 async def workspace(make_workspace: Callable) -> writes.CreatedWorkspace:
     """One freshly created and seeded workspace."""
     return await make_workspace()
+
+
+class PrivatePostgres:
+    """An embedded PostgreSQL started by the test itself, so that the test may stop it, freeze
+    it (SIGSTOP) and start it again: never the shared server other tests (and other people) use.
+    ``dsns`` are a migrated substrate's admin, reader and gateway DSNs."""
+
+    def __init__(self, base: Path) -> None:
+        self.pgdata = base / "pgdata"
+        server = start_embedded(self.pgdata, database="postgres")
+        self.dsns = _migrated_substrate(server)
+
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+
+    def _processes(self) -> list:
+        import psutil
+
+        main = psutil.Process(self.postmaster_pid)
+        return [main, *main.children(recursive=True)]
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and every backend: connections stay open, nothing answers."""
+        import signal
+
+        for process in self._processes():
+            process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        import signal
+
+        for process in self._processes():
+            process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        assert stop_embedded(self.pgdata)
+
+    def start(self) -> None:
+        start_embedded(self.pgdata, database="postgres")
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            self.thaw()
+        with contextlib.suppress(Exception):
+            stop_embedded(self.pgdata)
+
+
+def _migrated_substrate(server_dsn: str) -> SubstrateDSNs:
+    admin = _create_database(server_dsn, "isokron_private")
+    upgrade(admin)
+    return SubstrateDSNs.derive(admin)
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A module's own embedded PostgreSQL (see :class:`PrivatePostgres`)."""
+    server = PrivatePostgres(Path(tempfile.mkdtemp(prefix="ik-priv-")))
+    try:
+        yield server
+    finally:
+        server.close()

@@ -108,3 +108,58 @@ def test_isokron_up_on_the_embedded_default_then_down(embedded_home: dict[str, s
     assert "embedded PostgreSQL stopped" in down.stdout
     assert not (data_dir / "postmaster.pid").exists()
     assert "was not running" in _isokron(embedded_home, "down").stdout
+
+
+def _serve_until_healthy(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [ISOKRON, "serve", "--transport", "http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
+                if reply.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("isokron serve did not become healthy")
+
+
+def test_down_stops_the_server_after_serve_was_killed(embedded_home: dict[str, str]) -> None:
+    """Issue 11: an `isokron serve` stopped with SIGTERM or SIGKILL leaves its PID in pgserver's
+    handle file; `down` must still stop the server, and say so only when it has."""
+    import signal
+
+    import psutil
+
+    data_dir = Path(embedded_home["ISOKRON_DATA_DIR"])
+    assert _isokron(embedded_home, "up").returncode == 0
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        server = _serve_until_healthy(embedded_home)
+        server.send_signal(sig)
+        server.wait(60)
+    handles = json.loads((data_dir / ".handle_pids.json").read_text())
+    stale = [pid for pid in handles if not psutil.pid_exists(pid)]
+    postmaster = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    print(f"handle file before down: {handles} ({len(stale)} stale); postmaster pid {postmaster}")
+    assert stale, "the killed serve left no stale PID: the fault was not reproduced"
+
+    down = _isokron(embedded_home, "down")
+    assert down.returncode == 0, down.stderr
+    assert "embedded PostgreSQL stopped" in down.stdout
+    assert not psutil.pid_exists(postmaster) or psutil.Process(postmaster).status() == "zombie"
+    assert not (data_dir / "postmaster.pid").exists()
+    assert "was not running" in _isokron(embedded_home, "down").stdout
+    # and it starts again on the same data
+    assert _isokron(embedded_home, "up").returncode == 0

@@ -245,7 +245,7 @@ async def test_kill_switch_stops_kora_but_not_the_operator(
 # -------------------------------------------------------------------------------- sizes
 
 
-async def test_ten_megabyte_payload_is_too_large(
+async def test_three_megabyte_payload_is_too_large(
     gateways: Gateways, tenant: Tenant, admin_pool: asyncpg.Pool
 ) -> None:
     session = await gateways.session(tenant.kora_token)
@@ -253,7 +253,7 @@ async def test_ten_megabyte_payload_is_too_large(
     error = error_of(
         await session.call(
             "kora__append_event",
-            {"event_type": "kora.note.recorded", "payload": {"blob": "x" * (10 * 1024 * 1024)}},
+            {"event_type": "kora.note.recorded", "payload": {"blob": "x" * (3 * 1024 * 1024)}},
         )
     )
     assert error["code"] == "too_large"

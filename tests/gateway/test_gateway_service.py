@@ -180,6 +180,7 @@ async def test_a_database_that_went_away_is_unavailable_not_a_refusal(
         "error": {
             "code": "unavailable",
             "message": "The memory substrate could not be reached; try again shortly.",
+            "retry_after_seconds": 1,
         }
     }
     # The reader role's pool gone instead: the same answer.

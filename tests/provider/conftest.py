@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +31,9 @@ def kora_workspace(substrate: SubstrateDSNs) -> Callable[[str], KoraWorkspace]:
 
 
 @pytest.fixture
-def make_provider(substrate: SubstrateDSNs) -> Iterator[Callable[..., IsoKronMemoryProvider]]:
+def make_provider(
+    substrate: SubstrateDSNs, tmp_path: Path
+) -> Iterator[Callable[..., IsoKronMemoryProvider]]:
     """Factory: an initialized provider for a workspace (shut down after the test)."""
     made: list[IsoKronMemoryProvider] = []
 
@@ -42,13 +45,17 @@ def make_provider(substrate: SubstrateDSNs) -> Iterator[Callable[..., IsoKronMem
         clock: Callable[[], float] = time.monotonic,
         initialize: bool = True,
         wait: bool = True,
+        hermes_home: Path | None = None,
         **overrides: Any,
     ) -> IsoKronMemoryProvider:
         provider = IsoKronMemoryProvider(provider_config(substrate, ws, **overrides), clock=clock)
         made.append(provider)
         if initialize:
             provider.initialize(
-                session_id, platform="cli", agent_context=agent_context, hermes_home=None
+                session_id,
+                platform="cli",
+                agent_context=agent_context,
+                hermes_home=str(hermes_home or tmp_path),
             )
             if wait and provider.writes_enabled:
                 # The gateway process starts in the background; tests that write at once wait

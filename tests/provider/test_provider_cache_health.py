@@ -1,4 +1,5 @@
-"""The TTL cache (injectable clock), outage tracking (log once, back off), and the I/O loop."""
+"""The TTL cache (injectable clock), the circuit breaker (log once per outage and per
+recovery), and the I/O loop."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 import pytest
 
 from isokron.provider.cache import TTLCache
-from isokron.provider.health import Outage
+from isokron.provider.health import Breaker
 from isokron.provider.loop import IoLoop, LoopClosedError
 
 
@@ -55,27 +56,29 @@ def test_ttl_zero_never_serves_fresh() -> None:
         TTLCache(-1)
 
 
-def test_outage_logs_once_backs_off_and_logs_recovery(caplog: pytest.LogCaptureFixture) -> None:
+def test_breaker_opens_on_first_failure_logs_once_and_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock = FakeClock()
-    logger = logging.getLogger("isokron.provider.test_outage")
-    outage = Outage("substrate", logger, clock=clock, base_retry=1, max_retry=4)
+    logger = logging.getLogger("isokron.provider.test_breaker")
+    breaker = Breaker("substrate", logger, clock=clock)
     caplog.set_level(logging.DEBUG, logger=logger.name)
-    assert outage.should_try() and not outage.down
+    assert breaker.should_try() and not breaker.down
     for _ in range(5):
-        outage.failed(ConnectionRefusedError("refused"))
+        breaker.failed(ConnectionRefusedError("refused"))
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "[isokron.provider.substrate.unavailable]" in errors[0].getMessage()
-    assert outage.down and not outage.should_try()
-    clock.now = 3.9
-    assert not outage.should_try()  # backed off to the 4 s maximum
-    clock.now = 4.0
-    assert outage.should_try()
-    outage.succeeded()
+    assert errors[0].exc_info is None  # one line, no traceback
+    # Open: no hook tries, however much time passes (the watchdog's probe closes it).
+    clock.now = 10_000.0
+    assert breaker.down and not breaker.should_try()
+    breaker.succeeded()
+    breaker.succeeded()
     recovered = [
         r for r in caplog.records if "[isokron.provider.substrate.recovered]" in r.getMessage()
     ]
     assert len(recovered) == 1 and recovered[0].levelno == logging.INFO
-    assert not outage.down and outage.failures == 0
+    assert not breaker.down and breaker.failures == 0 and breaker.outages == 1
 
 
 def test_io_loop_runs_coroutines_from_any_thread_and_stops() -> None:

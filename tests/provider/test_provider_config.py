@@ -16,11 +16,11 @@ from isokron.provider.config import (
     MAX_HOOK_TIMEOUT_SECONDS,
     IsoKronProviderConfig,
     expand_env,
-    hermes_config_schema,
     load_config,
     save_config_file,
 )
 from isokron.provider.gateway_client import GatewayClient, gateway_command
+from isokron.provider.setup import config_schema
 
 READER = "postgresql://isokron_reader@db.example:5432/isokron"
 GATEWAY = "postgresql://isokron_gateway:s3cret@db.example:5432/isokron"
@@ -105,13 +105,25 @@ def test_unset_variable_is_an_error_not_an_empty_string(tmp_path: Path) -> None:
     assert expand_env({"a": ["x${A}y"]}, {"A": "1"}) == {"a": ["x1y"]}
 
 
-def test_every_setting_has_an_environment_variable_and_hermes_schema_names_real_fields() -> None:
+def test_every_setting_has_an_environment_variable_and_hermes_schema_names_real_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ENV_VARS.values():
+        monkeypatch.delenv(var, raising=False)
     assert set(ENV_VARS) == set(IsoKronProviderConfig.model_fields)
-    schema = hermes_config_schema()
+    schema = config_schema(tmp_path)
     assert {f["key"] for f in schema} <= set(IsoKronProviderConfig.model_fields)
     secrets = [f for f in schema if f.get("secret")]
     assert [f["key"] for f in secrets] == ["service_token"]
-    assert all(f["env_var"] == ENV_VARS[f["key"]] for f in schema)
+    # `hermes memory status` lists every schema field with an env_var as missing: only the
+    # required ones (nothing set yet) carry one.
+    with_var = {f["key"] for f in schema if "env_var" in f}
+    assert with_var == {"reader_dsn", "workspace_id", "service_token", "gateway_dsn"}
+    assert all(f["env_var"] == ENV_VARS[f["key"]] for f in schema if "env_var" in f)
+    monkeypatch.setenv("ISOKRON_MCP_ENDPOINT", "http://127.0.0.1:8765/mcp")
+    monkeypatch.setenv("ISOKRON_READER_DSN", READER)
+    with_var = {f["key"] for f in config_schema(tmp_path) if "env_var" in f}
+    assert with_var == {"workspace_id", "service_token"}  # no gateway DSN over HTTP
 
 
 def test_save_config_file_keeps_secrets_out_and_is_private(tmp_path: Path) -> None:

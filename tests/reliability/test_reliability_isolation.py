@@ -413,7 +413,7 @@ async def test_a_revoked_token_stops_a_live_provider_at_once(
             provider.handle_tool_call("iso_node_create", {"node_type": "fact", "title": "t"})
         )
         assert provider._writer is not None
-        pending, down = provider._writer.pending, provider._writer.outage.down
+        pending, down = provider._writer.pending, provider._writer.breaker.down
     finally:
         provider.shutdown()
     messages = [r.getMessage() for r in caplog.records]

@@ -14,6 +14,7 @@ from isokron.cli import (
     console_cmds,
     lifecycle_cmds,
     log_cmds,
+    outbox_cmds,
     substrate_cmds,
 )
 from isokron.cli.common import boundary
@@ -74,6 +75,7 @@ app.command("context")(agent_cmds.context)
 app.command("demo")(agent_cmds.demo)
 app.command("console")(console_cmds.console)
 app.add_typer(agent_cmds.hermes_app, name="hermes")
+app.add_typer(outbox_cmds.outbox_app, name="outbox")
 app.add_typer(agent_cmds.proposal_app, name="proposal")
 app.add_typer(agent_cmds.escalation_app, name="escalation")
 

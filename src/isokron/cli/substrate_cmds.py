@@ -195,7 +195,7 @@ def up(
 
 
 def down(data_dir: DataDirOption = None) -> None:
-    """Stop the embedded PostgreSQL (data is kept)."""
+    """Stop the embedded PostgreSQL (data is kept), whatever earlier processes left behind."""
     stopped = stop_embedded(data_dir or default_data_dir())
     out.print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
 

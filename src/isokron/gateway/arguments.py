@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from functools import cache
 from types import UnionType
@@ -21,8 +22,11 @@ from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp_types import CallToolResult
 from pydantic import ValidationError
 
+from isokron.gateway import results
+from isokron.gateway.decision_log import log_decision
 from isokron.governance.arguments import MAX_LISTED_PROBLEMS, describe_validation_error
 
 if TYPE_CHECKING:
@@ -48,12 +52,29 @@ class ArgumentGuard:
             return await call_next(ctx)
         tool = self._tools.get(str(params.get("name")))
         arguments = params.get("arguments") or {}
-        if tool is None or not isinstance(arguments, Mapping):
+        if tool is None:
+            return unknown_tool(str(params.get("name")), self._tools)
+        if not isinstance(arguments, Mapping):
             return await call_next(ctx)
         problem = argument_problem(tool, arguments)
         if problem is None:
             return await call_next(ctx)
         return await self._gateway.call(tool.name, ctx.request, arguments, argument_error=problem)
+
+
+def unknown_tool(name: str, tools: Mapping[str, Tool]) -> CallToolResult:
+    """A refusal with a code and ``structuredContent`` for a tool this gateway does not have
+    (the SDK's own answer is plain text); the name is quoted only when it looks like one."""
+    shown = repr(name) if ARGUMENT_NAME_SHAPE.fullmatch(name) else "the requested tool"
+    message = f"This gateway has no tool {shown}; tools/list names its {len(tools)} tools."
+    log_decision(
+        tool="(unknown)",
+        outcome="refused",
+        code="invalid_argument",
+        message=message,
+        started=time.perf_counter(),
+    )
+    return results.error("invalid_argument", message)
 
 
 def argument_problem(tool: Tool, arguments: Mapping[str, Any]) -> str | None:

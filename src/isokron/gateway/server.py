@@ -7,19 +7,30 @@ layer authenticates every request with :class:`~isokron.gateway.auth.GatewayToke
 Over stdio the token comes from ``KORA_SERVICE_TOKEN``: the server starts without one, and
 then refuses every call with ``unauthenticated`` so a client sees a clean tool error.
 Bad arguments are caught by ``isokron.gateway.arguments.ArgumentGuard``, SDK middleware.
+
+Under faults (issue 11): the HTTP transport's guards live in :mod:`isokron.gateway.transport`
+(head and body deadlines, the body limit enforced while reading under a shared budget, one
+in-flight request per JSON-RPC id and session). With the database down or hung, the token
+check cannot give a verdict: a ``tools/call`` then gets the ``unavailable`` tool error (an MCP
+reply), any other request HTTP 503 with ``Retry-After``; never a bare HTTP 500. Every statement
+has a timeout, and SIGTERM drains in-flight calls for at most
+:data:`~isokron.gateway.transport.GRACEFUL_SHUTDOWN_SECONDS` before the process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import uvicorn
+from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
@@ -29,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isokron import __version__
 from isokron.errors import SubstrateError
-from isokron.gateway import maintenance
+from isokron.gateway import maintenance, results
 from isokron.gateway.arguments import ArgumentGuard
 from isokron.gateway.auth import (
     MISSING_TOKEN_MESSAGE,
@@ -48,6 +59,14 @@ from isokron.gateway.settings import (
     GatewaySettings,
 )
 from isokron.gateway.tools import build_tools
+from isokron.gateway.transport import (
+    GRACEFUL_SHUTDOWN_SECONDS,
+    KEEP_ALIVE_SECONDS,
+    GuardedH11Protocol,
+    RequestGuard,
+    jsonrpc_error_body,
+    send_json,
+)
 from isokron.substrate import writes
 from isokron.substrate.connection import create_pool
 from isokron.substrate.dsn import redact_dsn
@@ -65,6 +84,15 @@ INSTRUCTIONS = (
     "a write. Never write secrets."
 )
 HEALTH_TIMEOUT_SECONDS = 2.0
+#: Longest a token check may wait on the database before the request counts as unavailable.
+AUTH_TIMEOUT_SECONDS = 5.0
+#: Statement timeout of the gateway's pools: a hung database costs a call this much at most.
+STATEMENT_TIMEOUT_SECONDS = 10.0
+UNAVAILABLE_MESSAGE = "The memory substrate could not be reached; try again shortly."
+#: Why the token check of this request could not be made (the database), for the reply.
+unavailable_reason: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "isokron_gateway_unavailable", default=None
+)
 #: JSON-RPC error code of an HTTP 401 reply (the implementation-defined server-error range).
 UNAUTHENTICATED_JSONRPC_CODE = -32001
 
@@ -83,7 +111,7 @@ def build_server(gateway: Gateway, settings: GatewaySettings) -> MCPServer:
         middleware=[ArgumentGuard(gateway, tools)],
         # Bearer tokens are verified here; no OAuth authorization server is advertised
         # (resource_server_url is None), so issuer_url is never published.
-        token_verifier=GatewayTokenVerifier(gateway.authenticator) if http else None,
+        token_verifier=OutageAwareVerifier(gateway.authenticator) if http else None,
         auth=AuthSettings(issuer_url=AnyHttpUrl(_base_url(settings)), resource_server_url=None)
         if http
         else None,
@@ -111,6 +139,46 @@ async def health_response(gateway: Gateway) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+class OutageAwareVerifier(GatewayTokenVerifier):
+    """The token check, bounded in time; a database that cannot answer is not a verdict on the
+    token: the request is answered ``unavailable`` (see :class:`ExplainUnauthenticated`)."""
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        # The check runs as its own task and is abandoned after the timeout, rather than
+        # cancelled and awaited: a connection to a frozen server does not always let a
+        # cancellation through promptly. Its refusal reason and code are carried back to this
+        # context, where the reply is made.
+        task = asyncio.ensure_future(self._check(token))
+        done, _ = await asyncio.wait({task}, timeout=AUTH_TIMEOUT_SECONDS)
+        if not done:
+            task.cancel()
+            task.add_done_callback(_forget)
+            return self._unavailable(f"no answer within {AUTH_TIMEOUT_SECONDS:.0f}s")
+        try:
+            access, reason, code = task.result()
+        except (SubstrateError, TimeoutError) as exc:
+            return self._unavailable(str(exc) or exc.__class__.__name__)
+        refusal_reason.set(reason)
+        refusal_code.set(code)
+        return access
+
+    async def _check(self, token: str) -> tuple[AccessToken | None, str | None, str]:
+        access = await super().verify_token(token)
+        return access, refusal_reason.get(), refusal_code.get()
+
+    @staticmethod
+    def _unavailable(why: str) -> None:
+        log.warning("[isokron.gateway.unavailable] token check: the database failed: %s", why)
+        unavailable_reason.set(why)
+        return None
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    """Mark an abandoned task's outcome as seen (no 'exception never retrieved' report)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class ExplainUnauthenticated:
     """ASGI wrapper: the SDK's HTTP 401 for a refused token, with the reason a person can act on.
 
@@ -128,6 +196,7 @@ class ExplainUnauthenticated:
             await self._app(scope, receive, send)
             return
         refusal_reason.set(None)
+        unavailable_reason.set(None)
         refusal_code.set("unauthenticated")
         rewriting = False
 
@@ -139,6 +208,9 @@ class ExplainUnauthenticated:
             if rewriting and message["type"] == "http.response.body":
                 if message.get("more_body"):
                     return
+                if unavailable_reason.get() is not None:
+                    await _send_unavailable(send, scope)
+                    return
                 await _send_unauthenticated(
                     send, refusal_reason.get() or MISSING_TOKEN_MESSAGE, refusal_code.get()
                 )
@@ -146,6 +218,27 @@ class ExplainUnauthenticated:
             await send(message)
 
         await self._app(scope, receive, reply)
+
+
+async def _send_unavailable(send: Send, scope: Scope) -> None:
+    """The database is down: a tool call gets the ``unavailable`` tool error (an MCP reply with
+    its id); anything else HTTP 503 with ``Retry-After``."""
+    method, request_id = scope.get("state", {}).get("isokron.jsonrpc", (None, None))
+    if method == "tools/call" and request_id is not None:
+        result = results.error(results.UNAVAILABLE, UNAVAILABLE_MESSAGE, retry_after_seconds=1)
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": json.loads(request_id),
+                "result": result.model_dump(mode="json", by_alias=True, exclude_none=True),
+            },
+            ensure_ascii=False,
+        ).encode("utf-8")
+        await send_json(send, 200, body)
+        return
+    rid: Any = json.loads(request_id) if request_id is not None else None
+    body = jsonrpc_error_body(results.UNAVAILABLE, UNAVAILABLE_MESSAGE, rid)
+    await send_json(send, 503, body, [(b"retry-after", b"1")])
 
 
 async def _send_unauthenticated(send: Send, reason: str, code: str = "unauthenticated") -> None:
@@ -190,10 +283,16 @@ def _base_url(settings: GatewaySettings) -> str:
 @asynccontextmanager
 async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     """A gateway with its two pools, which are closed when the block ends."""
-    reader_pool = await create_pool(settings.reader_dsn, max_size=DEFAULT_POOL_MAX_SIZE)
+    reader_pool = await create_pool(
+        settings.reader_dsn,
+        max_size=DEFAULT_POOL_MAX_SIZE,
+        command_timeout=STATEMENT_TIMEOUT_SECONDS,
+    )
     try:
         gateway_pool: asyncpg.Pool = await create_pool(
-            settings.gateway_dsn, max_size=DEFAULT_POOL_MAX_SIZE
+            settings.gateway_dsn,
+            max_size=DEFAULT_POOL_MAX_SIZE,
+            command_timeout=STATEMENT_TIMEOUT_SECONDS,
         )
         try:
             yield Gateway(
@@ -219,11 +318,12 @@ def http_app(server: MCPServer, settings: GatewaySettings) -> ASGIApp:
         host=settings.host,
         max_request_body_size=DEFAULT_MAX_REQUEST_BODY_BYTES,
     )
-    return ExplainUnauthenticated(app)
+    return RequestGuard(ExplainUnauthenticated(app), max_body=DEFAULT_MAX_REQUEST_BODY_BYTES)
 
 
 async def serve(settings: GatewaySettings) -> None:
     """Serve until the transport ends (stdin closes) or the process is interrupted."""
+    asyncio.get_running_loop().set_exception_handler(_background_error)
     async with open_gateway(settings) as gateway:
         server = build_server(gateway, settings)
         interval = settings.maintain_interval_seconds
@@ -250,7 +350,14 @@ async def _serve(server: MCPServer, settings: GatewaySettings) -> None:
     # log_config=None: logging belongs to the entry point, not to uvicorn; no access log:
     # the decision log already records every call.
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        http=GuardedH11Protocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     log.info(
         "[isokron.gateway.start] streamable HTTP on %s%s (health %s), reader %s, gateway %s",
@@ -261,6 +368,14 @@ async def _serve(server: MCPServer, settings: GatewaySettings) -> None:
         redact_dsn(settings.gateway_dsn),
     )
     await uvicorn.Server(config).serve()
+
+
+def _background_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's report of an error nobody awaited (asyncpg losing a connection to a database
+    that went away): one line, no traceback; the calls themselves answer ``unavailable``."""
+    exc = context.get("exception")
+    detail = f": {exc.__class__.__name__}: {exc}" if exc is not None else ""
+    log.warning("[isokron.gateway.background_error] %s%s", context.get("message"), detail)
 
 
 def _announce_stdio(settings: GatewaySettings) -> None:

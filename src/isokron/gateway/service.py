@@ -403,7 +403,9 @@ class Gateway:
             message=str(exc),
             started=started,
         )
-        return results.error(code, message)
+        # A retry hint for an outage (the same as the HTTP transport's Retry-After).
+        retry = 1 if code == results.UNAVAILABLE else None
+        return results.error(code, message, retry_after_seconds=retry)
 
 
 def _prepare(

@@ -21,10 +21,10 @@ MAX_GOVERNANCE_TTL_SECONDS = 60.0
 #: Path of the streamable HTTP endpoint, and of the health endpoint beside it.
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
-#: Largest HTTP request body accepted. Bigger than every size cap a workspace policy can
-#: sensibly set, so that an oversized write reaches the pipeline and is refused there with
-#: ``too_large`` and a denial event, instead of an anonymous HTTP 413.
-DEFAULT_MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024
+#: Largest HTTP request body accepted, enforced while reading. Four times the constitution's
+#: hard ceiling on a write (1 MiB), so that an oversized write still reaches the pipeline and is
+#: refused there with ``too_large`` and a denial event; past it, HTTP 413 (``too_large``).
+DEFAULT_MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_POOL_MAX_SIZE = 10
 #: Seconds between two passes of the gateway's maintenance (0: off; ``isokron maintain``).
 DEFAULT_MAINTAIN_INTERVAL_SECONDS = 300.0

@@ -48,12 +48,16 @@ class GatewayUnavailableError(IsoKronMCPInvocationError):
 
 
 class GatewayRefusedError(IsoKronMCPInvocationError):
-    """The gateway refused the call with a stable machine-readable ``code``."""
+    """The gateway refused the call with a stable machine-readable ``code``
+    (``retry_after_seconds`` comes with ``rate_limited``)."""
 
-    def __init__(self, tool: str, code: str, message: str) -> None:
+    def __init__(
+        self, tool: str, code: str, message: str, *, retry_after_seconds: float | None = None
+    ) -> None:
         super().__init__(tool, f"[{code}] {message}")
         self.code = code
         self.message = message
+        self.retry_after_seconds = retry_after_seconds
 
 
 def refusal_from_text(tool: str, text: str) -> GatewayRefusedError:

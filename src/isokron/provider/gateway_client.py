@@ -354,7 +354,13 @@ def parse_result(tool: str, result: CallToolResult) -> dict[str, Any]:
     if result.is_error:
         body = structured.get("error") if isinstance(structured, dict) else None
         if isinstance(body, dict) and isinstance(body.get("code"), str):
-            refusal = GatewayRefusedError(tool, body["code"], str(body.get("message", "")))
+            retry = body.get("retry_after_seconds")
+            refusal = GatewayRefusedError(
+                tool,
+                body["code"],
+                str(body.get("message", "")),
+                retry_after_seconds=float(retry) if isinstance(retry, int | float) else None,
+            )
         else:
             refusal = refusal_from_text(tool, "\n".join(texts))
         if refusal.code == UNAVAILABLE_CODE:

@@ -21,7 +21,16 @@ Hooks and what they do:
 * ``on_session_end`` — a ``kora.session.ended`` event (once per session).
 * ``on_session_switch`` — follows the session id; ``reset=True`` flushes the caches.
 * ``on_pre_compress`` — nothing to add (the substrate is the record).
-* ``shutdown`` — sends queued writes, closes the pool and the gateway session.
+* ``shutdown`` — delivers what waits in the outbox (within :data:`SHUTDOWN_FLUSH_SECONDS`,
+  whatever the breaker says; what is left stays on disk for the next start or
+  ``isokron outbox flush``), closes the pool and the gateway session.
+
+Every write is on disk (the outbox, :mod:`isokron.provider.outbox`) before its hook returns. A
+dead or hung dependency opens its breaker (:mod:`isokron.provider.health`) after the first
+failure or timeout; hooks then answer from the cache and the outbox without waiting, and the
+watchdog (:mod:`isokron.provider.watchdog`) probes it and delivers as soon as it is back. If
+the system prompt of a session was built while the identity could not be verified, ``prefetch``
+carries the re-verified block once the substrate answers again.
 """
 
 from __future__ import annotations
@@ -43,14 +52,14 @@ from isokron.provider import tools
 from isokron.provider.cache import Clock, TTLCache
 from isokron.provider.config import (
     IsoKronProviderConfig,
-    hermes_config_schema,
     load_config,
     save_config_file,
 )
 from isokron.provider.gateway_client import GatewayClient
-from isokron.provider.health import Outage
+from isokron.provider.health import Breaker
 from isokron.provider.host import HostMemoryProvider, hermes_home_default
 from isokron.provider.loop import IoLoop, LoopClosedError
+from isokron.provider.outbox import Outbox, OutboxError, outbox_path
 from isokron.provider.prompt_block import (
     recall_query,
     render_prompt_block,
@@ -59,6 +68,8 @@ from isokron.provider.prompt_block import (
 )
 from isokron.provider.reader import IdentityFailure, SubstrateReader
 from isokron.provider.reader import log as reader_log
+from isokron.provider.setup import config_schema, post_setup, status_config
+from isokron.provider.watchdog import Watchdog
 from isokron.provider.writes import (
     APPEND_EVENT_TOOL,
     WRITE_SCRATCHPAD_TOOL,
@@ -71,7 +82,7 @@ from isokron.provider.writes import (
 )
 from isokron.provider.writes import log as writes_log
 from isokron.substrate import reads
-from isokron.substrate.models import KoraSessionContext, PolicyEntry
+from isokron.substrate.models import KoraSessionContext, PolicyEntry, RoleCharter
 
 log = logging.getLogger("isokron.provider")
 
@@ -80,7 +91,15 @@ PRIMARY = "primary"
 HANDOFF_EVENT = "kora.handoff.to_claude_pm"
 SESSION_ENDED_EVENT = "kora.session.ended"
 RECALL_LIMIT = 5
-_SHUTDOWN_FLUSH_SECONDS = 3.0
+#: How long ``shutdown`` spends delivering the outbox, whatever the breaker says (Hermes joins
+#: no thread around ``shutdown``; what is not delivered by then stays on disk).
+SHUTDOWN_FLUSH_SECONDS = 5.0
+#: The same when a second ``initialize`` replaces a session's resources.
+_REPLACE_FLUSH_SECONDS = 1.0
+REVERIFIED_HEADING = (
+    "IsoKron identity re-verified after an outage — this replaces the NOT VERIFIED notice "
+    "in the system prompt:"
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -120,7 +139,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         clock: Clock = time.monotonic,
     ) -> None:
         """``config`` replaces the file/environment settings; ``clock`` (monotonic seconds)
-        drives the cache TTL and the outage retry times, so tests can move time."""
+        drives the cache TTL, so tests can move time."""
         self._explicit_config = config
         self._clock = clock
         self._config: IsoKronProviderConfig | None = None
@@ -135,6 +154,9 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         self._reader: SubstrateReader | None = None
         self._gateway: GatewayClient | None = None
         self._writer: ChainWriter | None = None
+        self._outbox: Outbox | None = None
+        self._watchdog: Watchdog | None = None
+        self._shown_unverified = False
         self._ended_sessions: set[str] = set()
         self._logged: set[str] = set()
         self._log_lock = threading.Lock()
@@ -192,20 +214,33 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             config = self._explicit_config or load_config(hermes_home_default())
         except ConfigError as exc:
             self._log_once(
-                "available:config", logging.INFO, "[isokron.provider.unavailable] %s", exc
+                "available:config", logging.WARNING, "[isokron.provider.unavailable] %s", exc
             )
             return False
         if config.workspace_id is None:
             self._log_once(
                 "available:workspace",
-                logging.INFO,
-                "[isokron.provider.unavailable] no workspace: set ISOKRON_WORKSPACE_ID",
+                logging.WARNING,
+                "[isokron.provider.unavailable] no IsoKron workspace: set ISOKRON_WORKSPACE_ID "
+                "(in $HERMES_HOME/.env) or run `hermes memory setup isokron`; IsoKron is off",
             )
             return False
         return True
 
     def get_config_schema(self) -> list[dict[str, Any]]:
-        return hermes_config_schema()
+        """The settings ``hermes memory setup`` knows; ``env_var`` only on those still missing,
+        so ``hermes memory status`` never reports an optional setting as missing."""
+        return config_schema(hermes_home_default())
+
+    def get_status_config(self, provider_config: Any = None) -> dict[str, str]:
+        """What ``hermes memory status`` shows: each setting, its source, and a warning naming
+        the variable of a missing required setting."""
+        return status_config(hermes_home_default())
+
+    def post_setup(self, hermes_home: str, config: dict[str, Any]) -> None:
+        """``hermes memory setup isokron``: asks at a terminal; otherwise takes the environment
+        and prints what is missing and what to run (see :mod:`isokron.provider.setup`)."""
+        post_setup(hermes_home, config)
 
     def save_config(self, values: dict[str, Any], hermes_home: str) -> None:
         save_config_file(values, hermes_home)
@@ -230,9 +265,9 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             return
         workspace = kwargs.get("workspace_id") or config.workspace_id
         if not workspace:
-            log.error(
-                "[isokron.provider.no_workspace] no IsoKron workspace (set ISOKRON_WORKSPACE_ID); "
-                "IsoKron memory is off for this session"
+            log.warning(
+                "[isokron.provider.no_workspace] no IsoKron workspace: set ISOKRON_WORKSPACE_ID "
+                "(or run `hermes memory setup isokron`); IsoKron memory is off for this session"
             )
             return
         if workspace != config.workspace_id:
@@ -246,16 +281,11 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             self._cache,
             connect_timeout=config.connect_timeout_seconds,
             timeout=config.hook_timeout_seconds,
-            outage=Outage("substrate", reader_log, clock=self._clock),
+            breaker=Breaker("substrate", reader_log, clock=self._clock),
         )
         log_dir = Path(self._hermes_home) / "logs" if self._hermes_home else None
         self._gateway = GatewayClient(config, log_dir=log_dir)
-        self._writer = ChainWriter(
-            self._gateway,
-            self._loop,
-            timeout=config.hook_timeout_seconds,
-            outage=Outage("gateway", writes_log, clock=self._clock),
-        )
+        self._writer = self._open_writer(self._gateway, config)
         log.info(
             "[isokron.provider.initialized] workspace=%s session=%s context=%s gateway=%s",
             self._workspace_id,
@@ -265,6 +295,16 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         )
         assert self._workspace_id is not None
         self._reader.warm_in_background(self._workspace_id)
+        self._watchdog = Watchdog(
+            self._reader,
+            # Any context with a token: the outbox holds only writes a session accepted.
+            self._writer if config.token() is not None else None,
+            on_substrate_recovered=self._substrate_recovered,
+            gateway_needs_substrate=config.transport == "stdio",
+        )
+        if self._writer is not None:
+            self._writer.wake = self._watchdog.wake
+        self._watchdog.start()
         if self._agent_context != PRIMARY and not self._subagent_writes_enabled():
             log.info(
                 "[isokron.provider.read_only] agent context %r: no writes "
@@ -278,12 +318,46 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         else:
             self._preconnect()
 
+    def _open_writer(
+        self, gateway: GatewayClient, config: IsoKronProviderConfig
+    ) -> ChainWriter | None:
+        """The writer over this Hermes home's durable outbox (None, and no writes, if the
+        outbox cannot be opened: a write that could be lost is not accepted)."""
+        assert self._workspace_id is not None
+        home = self._hermes_home or str(Path.home() / ".hermes")
+        try:
+            self._outbox = Outbox(outbox_path(home))
+        except OutboxError as exc:
+            log.error("[kora.outbox.failed] %s; IsoKron writes are off for this session", exc)
+            return None
+        return ChainWriter(
+            gateway,
+            self._loop,
+            self._outbox,
+            self._workspace_id,
+            timeout=config.hook_timeout_seconds,
+            breaker=Breaker("gateway", writes_log, clock=self._clock),
+            on_delivered=lambda: self._invalidate((names.OWN_SCRATCHPAD, names.EVENTS)),
+        )
+
+    def _substrate_recovered(self) -> None:
+        """The watchdog saw PostgreSQL answer again: re-read everything (identity included)."""
+        if self._reader is not None and self._workspace_id is not None:
+            self._reader.warm_in_background(self._workspace_id)
+
     # ------------------------------------------------------------------ reads
     @_hook(default="")
     def system_prompt_block(self) -> str:
         """The §1–§6 identity block and the source-of-truth label."""
         if self._reader is None or self._workspace_id is None:
             return ""
+        text, verified = self._render_block()
+        self._shown_unverified = not verified
+        return text
+
+    def _render_block(self) -> tuple[str, bool]:
+        """The block, and whether its identity is verified."""
+        assert self._reader is not None and self._workspace_id is not None
         ws, cache = self._workspace_id, self._cache
         assert cache is not None
         shown = (names.CHARTER, names.POLICIES, names.CAPABILITIES, names.EVENTS)
@@ -292,10 +366,11 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         charter = values[names.CHARTER]
         stale = any(values[n] is not None and not cache.has(ws, n) for n in shown)
         note = (
-            stale_note(self._reader.outage.last_error)
-            if stale and self._reader.outage.down
+            stale_note(self._reader.breaker.last_error)
+            if stale and self._reader.breaker.down
             else None
         )
+        verified = isinstance(charter, RoleCharter)
         # The block is re-rendered only when one of its inputs was replaced in the cache: the
         # memo holds the input objects themselves and compares them by identity.
         inputs = (ws, note, self._model, *(values[n] for n in shown))
@@ -305,7 +380,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             and len(memo[0]) == len(inputs)
             and all(a is b for a, b in zip(memo[0], inputs, strict=True))
         ):
-            return memo[1]
+            return memo[1], verified
         text = render_prompt_block(
             workspace_id=ws,
             charter=None if isinstance(charter, IdentityFailure) else charter,
@@ -317,7 +392,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             model=self._model,
         )
         self._prompt_memo = (inputs, text)
-        return text
+        return text, verified
 
     def wait_ready(self, timeout: float = 15.0) -> bool:
         """Block until the gateway session is open (at most ``timeout`` s) and queued writes are
@@ -351,9 +426,10 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         """Active knowledge-graph nodes that share words with the user's message."""
         if self._reader is None or self._workspace_id is None:
             return ""
+        identity = self._reverified_identity()
         search = recall_query(query)
         if not search:
-            return ""
+            return identity
         ws = self._workspace_id
         try:
             nodes = self._reader.run(
@@ -361,8 +437,20 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             )
         except (IsoKronError, TimeoutError) as exc:
             log.debug("[isokron.provider.prefetch_skipped] %s", exc)
+            return identity
+        recall = render_recall(nodes)
+        return "\n\n".join(part for part in (identity, recall) if part)
+
+    def _reverified_identity(self) -> str:
+        """The identity block, when this session's system prompt said NOT VERIFIED (built during
+        an outage) and the charter has been verified since; Hermes keeps a session's system
+        prompt, so the turn context is where the model learns who it is after all."""
+        if not self._shown_unverified or self._cache is None or self._workspace_id is None:
             return ""
-        return render_recall(nodes)
+        if not isinstance(self._cache.get_stale(self._workspace_id, names.CHARTER), RoleCharter):
+            return ""
+        block, verified = self._render_block()
+        return f"{REVERIFIED_HEADING}\n{block}" if verified else ""
 
     def queue_prefetch(self, query: str, *, session_id: str = "") -> None:
         """Nothing to queue: ``prefetch`` is a single bounded query."""
@@ -381,8 +469,6 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         """A turn whose reply names a capability (``cap_…``) becomes a scratchpad entry."""
         if not self._may_write("sync_turn"):
             return
-        assert self._writer is not None
-        self._writer.flush()
         if not looks_like_kora_action(assistant_content):
             return
         session = session_id or self._session_id
@@ -509,15 +595,19 @@ class IsoKronMemoryProvider(HostMemoryProvider):
     # ------------------------------------------------------------------ shutdown
     @_hook()
     def shutdown(self) -> None:
-        """Send what is queued (briefly), then close the gateway session and the pool."""
+        """Deliver what waits in the outbox (at most :data:`SHUTDOWN_FLUSH_SECONDS`, whatever
+        the breaker says), then close the gateway session and the pool. Undelivered writes
+        stay on disk."""
         if self._shut_down:
             return
-        if self._writer is not None:
-            if self._writer.pending:
-                self._writer.flush(budget=_SHUTDOWN_FLUSH_SECONDS, max_items=10_000)
-            self._writer.drop_pending()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if self._writer is not None and self.writes_enabled:
+            _final_flush(self._writer, SHUTDOWN_FLUSH_SECONDS)
         self._shut_down = True
         self._loop.stop(cleanup=self._close_all())
+        if self._outbox is not None:
+            self._outbox.close()
 
     async def _close_all(self) -> None:
         await _close_resources(self._gateway, self._reader)
@@ -525,10 +615,14 @@ class IsoKronMemoryProvider(HostMemoryProvider):
     def _release_previous(self) -> None:
         """A second ``initialize`` replaces the session's resources: close the old ones."""
         gateway, reader, writer = self._gateway, self._reader, self._writer
-        self._gateway = self._reader = self._writer = None
-        if writer is not None and writer.pending:
-            writer.flush()
-            writer.drop_pending()
+        watchdog, outbox = self._watchdog, self._outbox
+        self._gateway = self._reader = self._writer = self._watchdog = self._outbox = None
+        if watchdog is not None:
+            watchdog.stop()
+        if writer is not None and self._agent_context == PRIMARY:
+            _final_flush(writer, _REPLACE_FLUSH_SECONDS)
+        if outbox is not None:
+            outbox.close()
         if gateway is not None or reader is not None:
             try:
                 self._loop.submit(_close_resources(gateway, reader))
@@ -617,9 +711,9 @@ class IsoKronMemoryProvider(HostMemoryProvider):
                 return
             exc = fut.exception()
             if exc is None:
-                writer.outage.succeeded()
+                writer.breaker.succeeded()
             else:
-                writer.outage.failed(exc)
+                writer.breaker.failed(exc)
 
         future.add_done_callback(done)
 
@@ -631,6 +725,23 @@ class IsoKronMemoryProvider(HostMemoryProvider):
                 return
             self._logged.add(key)
         log.log(level, message, *args, exc_info=exc_info)
+
+
+def _final_flush(writer: ChainWriter, budget: float) -> None:
+    """Deliver what waits within ``budget`` seconds, breaker or not; say what stays on disk."""
+    if not writer.pending:
+        return
+    writer.flush(budget=budget, force=True)
+    left = writer.pending
+    if left:
+        log.warning(
+            "[kora.outbox.kept] %d write(s) could not be delivered within %.0fs; they stay in "
+            "%s and are delivered by the next session on this Hermes home or by "
+            "`isokron outbox flush`",
+            left,
+            budget,
+            writer.outbox.path,
+        )
 
 
 def _model_name(value: Any) -> str | None:

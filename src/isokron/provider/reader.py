@@ -2,8 +2,10 @@
 
 All SQL lives in :mod:`isokron.substrate.reads`; this module decides *when* to read. Reads run
 on the provider's loop; the calling hook waits at most ``hook_timeout_seconds``. A read that
-fails because PostgreSQL is unreachable marks the substrate down (logged once, see
-:mod:`isokron.provider.health`) and the hook carries on with the last values it has.
+fails because PostgreSQL is unreachable or does not answer in time opens the substrate's
+breaker (logged once, see :mod:`isokron.provider.health`): until the watchdog's probe closes
+it again, hooks do not wait on the database at all and carry on with the last values read.
+Every statement has a timeout (the hook timeout) and every connection attempt one too.
 
 An identity failure (no active charter, NULL content, SHA-256 mismatch) is not an outage: it is
 cached like a value, as an :class:`IdentityFailure`, so the prompt block can say loudly that the
@@ -31,7 +33,7 @@ from isokron.governance.policies import (
 )
 from isokron.provider import cache as names
 from isokron.provider.cache import TTLCache
-from isokron.provider.health import Outage
+from isokron.provider.health import PROBE_TIMEOUT_SECONDS, Breaker
 from isokron.provider.loop import IoLoop, LoopClosedError
 from isokron.substrate import reads
 from isokron.substrate.connection import create_pool
@@ -48,6 +50,7 @@ POOL_MAX_SIZE = len(names.ALL_READS)
 #: A workspace policy that caps how long the provider may serve reads from its cache.
 CACHE_TTL_POLICY = "policy.kora_cache_ttl_seconds"
 _CLOSE_SECONDS = 3.0
+PROBE_SQL = "SELECT 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,7 @@ class SubstrateReader:
         *,
         connect_timeout: float,
         timeout: float,
-        outage: Outage | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self._dsn = dsn
         self._loop = loop
@@ -118,7 +121,7 @@ class SubstrateReader:
         self._configured_ttl = cache.ttl_seconds
         self._connect_timeout = connect_timeout
         self.timeout = timeout
-        self.outage = outage or Outage("substrate", log)
+        self.breaker = breaker or Breaker("substrate", log)
         self._pool: asyncpg.Pool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._inflight: dict[str, asyncio.Future[bool]] = {}
@@ -135,14 +138,14 @@ class SubstrateReader:
         wanted = [n for n in which if not self.cache.has(workspace_id, n)]
         if not wanted:
             return True
-        if not self.outage.should_try():
+        if not self.breaker.should_try():
             return False
         try:
             return self._loop.run(self._warm_guarded(workspace_id, wanted), self.timeout)
         except TimeoutError:
-            log.debug(
-                "[isokron.provider.reads.slow] warm-up of %s continues in the background", wanted
-            )
+            # The hook's budget is spent: open the breaker now, so that the next hooks answer
+            # from the cache instead of waiting as well (the warm-up may still finish).
+            self.breaker.failed(f"the substrate did not answer within {self.timeout:.1f}s")
             return False
         except LoopClosedError:
             return False
@@ -150,7 +153,7 @@ class SubstrateReader:
     def warm_in_background(self, workspace_id: str) -> None:
         """Start reading what is not fresh without waiting for it (e.g. from ``initialize``)."""
         wanted = [n for n in names.ALL_READS if not self.cache.has(workspace_id, n)]
-        if wanted and self.outage.should_try():
+        if wanted and self.breaker.should_try():
             try:
                 self._loop.submit(self._warm_guarded(workspace_id, wanted))
             except LoopClosedError:
@@ -169,13 +172,27 @@ class SubstrateReader:
             SubstrateError: the substrate is down (or known down) or the read failed.
             TimeoutError: no answer within the timeout.
         """
-        if not self.outage.should_try():
-            raise SubstrateError(f"the substrate is unavailable: {self.outage.last_error}")
+        if not self.breaker.should_try():
+            raise SubstrateError(f"the substrate is unavailable: {self.breaker.last_error}")
         try:
             result = self._loop.run(self._run_guarded(read), self.timeout)
+        except TimeoutError:
+            self.breaker.failed(f"the substrate did not answer within {self.timeout:.1f}s")
+            raise
         except LoopClosedError as exc:
             raise SubstrateError("the provider has been shut down") from exc
         return result
+
+    def probe(self, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
+        """One ``SELECT 1`` bounded by ``timeout`` (the watchdog's check of an open breaker);
+        closes the breaker on success."""
+        try:
+            self._loop.run(self._probe(timeout), timeout + 0.1, cancel_on_timeout=True)
+        except (TimeoutError, LoopClosedError, SubstrateError) as exc:
+            log.debug("[isokron.provider.substrate.probe_failed] %s", exc)
+            return False
+        self.breaker.succeeded()
+        return True
 
     def session_context(self, workspace_id: str) -> KoraSessionContext | None:
         """The typed session context from the cache (reading what is missing); None if a read
@@ -225,7 +242,11 @@ class SubstrateReader:
         async with self._pool_lock:
             if self._pool is None:
                 self._pool = await create_pool(
-                    self._dsn, min_size=1, max_size=POOL_MAX_SIZE, timeout=self._connect_timeout
+                    self._dsn,
+                    min_size=1,
+                    max_size=POOL_MAX_SIZE,
+                    timeout=self._connect_timeout,
+                    command_timeout=self.timeout,
                 )
             return self._pool
 
@@ -251,9 +272,9 @@ class SubstrateReader:
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
         ) as exc:
-            self.outage.failed(_as_substrate_error(exc))
+            self.breaker.failed(_as_substrate_error(exc))
             return False
-        self.outage.succeeded()
+        self.breaker.succeeded()
         return True
 
     async def _warm(self, workspace_id: str, wanted: list[str]) -> None:
@@ -304,14 +325,21 @@ class SubstrateReader:
             result = await asyncio.wait_for(read(pool), self.timeout)
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
             error = _as_substrate_error(exc)
-            self.outage.failed(error)
+            self.breaker.failed(error)
             raise error from exc
         except SubstrateError as exc:
             if _is_outage(exc):
-                self.outage.failed(exc)
+                self.breaker.failed(exc)
             raise
-        self.outage.succeeded()
+        self.breaker.succeeded()
         return result
+
+    async def _probe(self, timeout: float) -> None:
+        try:
+            pool = await asyncio.wait_for(self._pool_now(), timeout)
+            await pool.fetchval(PROBE_SQL, timeout=timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _as_substrate_error(exc) from None
 
     async def _close(self) -> None:
         pool, self._pool = self._pool, None

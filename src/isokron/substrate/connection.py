@@ -6,6 +6,7 @@ single connection. Library code borrows a pool it is given and never closes it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -75,16 +76,18 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
 ) -> asyncpg.Pool:
-    """Create an asyncpg pool with the JSONB codec registered on every connection."""
+    """Create an asyncpg pool with the JSONB codec registered on every connection; ``timeout``
+    bounds each connection attempt, ``command_timeout`` each statement."""
     validate_dsn(dsn)
     try:
         pool = await asyncpg.create_pool(
             dsn,
-            min_size=min_size,
+            **_initial_size(min_size),
             max_size=max_size,
             timeout=timeout,
-            command_timeout=DEFAULT_COMMAND_TIMEOUT,
+            command_timeout=command_timeout,
             init=init_connection,
             connection_class=SubstrateConnection,
         )
@@ -92,6 +95,19 @@ async def create_pool(
         raise translate_connect_error(exc, dsn) from exc
     assert pool is not None
     return pool
+
+
+def _initial_size(min_size: int) -> dict[str, int]:
+    """``min_size`` connections at creation (which proves the server is there), and no floor:
+    asyncpg 0.32 keeps a pool at ``min_size`` by reconnecting in the background, and logs every
+    failed attempt with a traceback while the server is down; IsoKron's callers report an
+    outage once instead. Older asyncpg has no floor (nor ``init_size``)."""
+    if _HAS_INIT_SIZE:
+        return {"init_size": min_size, "min_size": 0}
+    return {"min_size": min_size}
+
+
+_HAS_INIT_SIZE = "init_size" in inspect.signature(asyncpg.create_pool).parameters
 
 
 @asynccontextmanager
