@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+
 from isokron.errors import ConfigError
 
 #: The role names as the migration files spell them (replaced per database when applied).
@@ -75,6 +76,17 @@ def validate_dsn(dsn: str) -> str:
     if any(ch.isspace() for ch in host):
         # Never quote the DSN itself here: it may carry a password.
         raise ConfigError("the DSN's host contains a space; write it as %20 or fix the host name")
+    # Imported here: the gateway validates DSNs but otherwise never loads psycopg (start-up time).
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn.strip())
+    except psycopg.ProgrammingError:
+        # libpq's message quotes the offending part, which may be a password: never repeat it.
+        raise ConfigError(
+            "libpq cannot parse the DSN; check its percent-encoding (%XX) and quoting"
+        ) from None
     return dsn.strip()
 
 
