@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-
 from isokron.errors import ConfigError
 
 #: The role names as the migration files spell them (replaced per database when applied).
