@@ -96,7 +96,7 @@ async def _closed_context(substrate: SubstrateDSNs, tmp: Path) -> panels.PanelCo
         reader_pool=reader,
         checkpoints=CheckpointStore(tmp / "missing-and-unwritable\0"),
         gateway_url=None,
-        outbox_dir=None,
+        hermes_home=None,
     )
 
 

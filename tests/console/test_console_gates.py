@@ -15,6 +15,7 @@ from console_support import ConsoleServer, free_port, run, seed_workspace
 
 from isokron.console.sessions import CSRF_HEADER
 from isokron.governance import seeds
+from isokron.provider.outbox import Outbox, outbox_path
 from isokron.substrate import writes
 from isokron.substrate.connection import connect
 from isokron.substrate.dsn import SubstrateDSNs
@@ -63,23 +64,45 @@ def test_gates_pass_on_a_clean_workspace_with_a_checkpoint(
     substrate: SubstrateDSNs, tmp_path: Path, fake_gateway: str
 ) -> None:
     ws, token = run(_clean_workspace(substrate.admin))
-    outbox = tmp_path / "outbox"
-    outbox.mkdir()
+    home = tmp_path / "hermes-home"
+    home.mkdir()
+    path = outbox_path(home)
     with ConsoleServer(
-        substrate, tmp_path / "state", outbox_dir=outbox, gateway_url=fake_gateway
+        substrate, tmp_path / "state", hermes_home=home, gateway_url=fake_gateway
     ) as server:
         by_key, client, csrf = gates(server, token)
         assert by_key["chain"]["status"] == "fail"
         assert "no checkpoint" in by_key["chain"]["reason"]
+        assert by_key["outbox"]["status"] == "pass", by_key["outbox"]
+        assert "no outbox" in by_key["outbox"]["reason"]
+        assert not path.exists() and not path.parent.exists(), "reading the gate created it"
         assert (
             client.post("/api/checkpoint", json={}, headers={CSRF_HEADER: csrf}).status_code == 200
         )
         by_key = {g["key"]: g for g in client.get("/api/panels/gates").json()["gates"]}
         statuses = {k: g["status"] for k, g in by_key.items()}
         assert statuses == dict.fromkeys(statuses, "pass"), by_key
-        (outbox / "pending-1").write_text("{}")
-        by_key = {g["key"]: g for g in client.get("/api/panels/gates").json()["gates"]}
-        assert by_key["outbox"]["status"] == "fail" and "1 write" in by_key["outbox"]["reason"]
+
+        # A real write waiting in the provider's real outbox, as a Hermes session leaves it
+        # when the gateway is down; another workspace's write in the same file is not ours.
+        outbox = Outbox(path)
+        try:
+            outbox.add(ws, "kora_note", {"idempotency_key": uuid.uuid4().hex}, "note 1")
+            outbox.add("other-ws", "kora_note", {"idempotency_key": uuid.uuid4().hex}, "other")
+            mode = path.stat().st_mode
+            by_key = {g["key"]: g for g in client.get("/api/panels/gates").json()["gates"]}
+            print(f"\noutbox gate with one write waiting: {by_key['outbox']}")
+            assert by_key["outbox"]["status"] == "fail", by_key["outbox"]
+            assert "1 write" in by_key["outbox"]["reason"]
+            assert path.stat().st_mode == mode
+
+            (item,) = outbox.pending(ws)
+            outbox.delivered(item, replayed=False)
+            by_key = {g["key"]: g for g in client.get("/api/panels/gates").json()["gates"]}
+            assert by_key["outbox"]["status"] == "pass", by_key["outbox"]
+            assert outbox.count() == 1  # the other workspace's write is still waiting
+        finally:
+            outbox.close()
 
 
 def test_gates_name_what_is_wrong(substrate: SubstrateDSNs, tmp_path: Path) -> None:
@@ -100,3 +123,4 @@ def test_gates_name_what_is_wrong(substrate: SubstrateDSNs, tmp_path: Path) -> N
     assert "unreachable" in by_key["gateway"]["reason"]
     assert by_key["database"]["status"] == "pass" and by_key["migrations"]["status"] == "pass"
     assert by_key["outbox"]["status"] == "unknown"
+    assert "--hermes-home" in by_key["outbox"]["reason"]

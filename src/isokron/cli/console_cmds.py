@@ -36,9 +36,14 @@ def console(
     gateway_url: Annotated[
         str, typer.Option(help="Gateway base URL for the 'Gateway reachable' gate ('' : none).")
     ] = "http://127.0.0.1:8765",
-    outbox_dir: Annotated[
+    hermes_home: Annotated[
         Path | None,
-        typer.Option(help="Provider outbox folder for the 'Outbox empty' gate.", file_okay=False),
+        typer.Option(
+            envvar="HERMES_HOME",
+            help="Hermes home whose provider outbox the 'Outbox empty' gate reads.",
+            file_okay=False,
+            show_default=False,
+        ),
     ] = None,
     state_dir: Annotated[
         Path | None,
@@ -69,7 +74,7 @@ def console(
         read_only=read_only,
         base_path=base_path,
         gateway_url=gateway_url or None,
-        outbox_dir=outbox_dir,
+        hermes_home=hermes_home,
         state_dir=state_dir,
         secure_cookies=secure_cookies,
         check_host=not base_path,  # behind a proxy the Host is the public name

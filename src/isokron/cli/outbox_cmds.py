@@ -34,20 +34,16 @@ def _home(hermes_home: Path | None) -> Path:
 @boundary
 def outbox_status(hermes_home: HermesHomeOption = None, as_json: JsonOption = False) -> None:
     """What waits in the outbox (per workspace), totals delivered/refused, latest refusals."""
-    from isokron.provider.outbox import Outbox, outbox_path
+    from isokron.provider.outbox import outbox_path, read_status
 
     path = outbox_path(_home(hermes_home))
-    if not path.exists():
+    status = read_status(path)  # read-only: a status never creates the outbox
+    if status is None:
         if as_json:
             print_json({"path": str(path), "exists": False, "pending": 0})
         else:
             out.print(f"no outbox at {path} (nothing was ever queued there)")
         return
-    outbox = Outbox(path)
-    try:
-        status = outbox.status()
-    finally:
-        outbox.close()
     if as_json:
         print_json(status)
         return

@@ -1,7 +1,7 @@
 """Boot gates: the checks an operator wants green before trusting a workspace.
 
 Each gate answers ``pass`` or ``fail`` with the reason, or ``unknown`` when the console was not
-told where to look (no gateway URL, no outbox folder). One gate failing never stops the others.
+told where to look (no gateway URL, no Hermes home). One gate failing never stops the others.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class GateContext:
     reader_pool: asyncpg.Pool
     checkpoints: CheckpointStore
     gateway_url: str | None
-    outbox_dir: Path | None
+    hermes_home: Path | None
 
 
 async def _database(ctx: GateContext) -> tuple[str, str]:
@@ -121,14 +121,31 @@ async def _gateway(ctx: GateContext) -> tuple[str, str]:
 
 
 async def _outbox(ctx: GateContext) -> tuple[str, str]:
-    if ctx.outbox_dir is None:
-        return "unknown", "no provider outbox folder given (isokron console --outbox-dir)"
-    if not ctx.outbox_dir.is_dir():
-        return "pass", f"{ctx.outbox_dir} does not exist: nothing waiting"
-    waiting = [p for p in ctx.outbox_dir.rglob("*") if p.is_file()]
-    if waiting:
-        return "fail", f"{len(waiting)} write(s) waiting in {ctx.outbox_dir}"
-    return "pass", f"{ctx.outbox_dir} is empty"
+    if ctx.hermes_home is None:
+        return "unknown", (
+            "no Hermes home given, so the provider's outbox is unknown "
+            "(isokron console --hermes-home DIR, or HERMES_HOME)"
+        )
+    # Imported here: the provider package is only needed once a Hermes home is known.
+    from isokron.provider.outbox import OutboxError, outbox_path, read_status
+
+    path = outbox_path(ctx.hermes_home)
+    try:
+        status = await asyncio.to_thread(read_status, path)  # read-only: never creates it
+    except OutboxError as exc:
+        return "fail", str(exc)
+    if status is None:
+        return "pass", f"no outbox at {path}: nothing was ever queued"
+    mine = {g["status"]: g for g in status["workspaces"] if g["workspace_id"] == ctx.workspace_id}
+    refused = mine.get("refused")
+    kept = f"; {refused['writes']} refused kept (isokron outbox status)" if refused else ""
+    pending = mine.get("pending")
+    if pending:
+        return "fail", (
+            f"{pending['writes']} write(s) of this workspace waiting in {path}, oldest "
+            f"{pending['oldest_age_seconds']}s: `isokron outbox flush`{kept}"
+        )
+    return "pass", f"no write of this workspace waiting in {path}{kept}"
 
 
 GATES: tuple[tuple[str, str, Callable[[GateContext], Awaitable[tuple[str, str]]]], ...] = (

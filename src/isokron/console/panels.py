@@ -31,7 +31,7 @@ class PanelContext:
     reader_pool: asyncpg.Pool
     checkpoints: CheckpointStore
     gateway_url: str | None
-    outbox_dir: Path | None
+    hermes_home: Path | None
 
 
 async def boot_gates(ctx: PanelContext) -> dict[str, Any]:
@@ -42,7 +42,7 @@ async def boot_gates(ctx: PanelContext) -> dict[str, Any]:
         reader_pool=ctx.reader_pool,
         checkpoints=ctx.checkpoints,
         gateway_url=ctx.gateway_url,
-        outbox_dir=ctx.outbox_dir,
+        hermes_home=ctx.hermes_home,
     )
     return {"gates": [g.to_dict() for g in await gates.run_gates(gate_ctx)]}
 

@@ -32,7 +32,9 @@ class ConsoleSettings:
     base_path: str = ""
     gateway_url: str | None = DEFAULT_GATEWAY_URL
     state_dir: Path | None = None
-    outbox_dir: Path | None = None
+    #: The Hermes home whose provider outbox (``isokron/outbox.sqlite3`` in it) the
+    #: 'Outbox empty' gate reads; None: that gate answers unknown.
+    hermes_home: Path | None = None
     secure_cookies: bool = False
     session_idle_seconds: float = SESSION_IDLE_SECONDS
     session_max_seconds: float = SESSION_MAX_SECONDS
@@ -56,9 +58,12 @@ def settings_from_environment() -> ConsoleSettings:
 
     ``ISOKRON_DSN`` (admin; default: the embedded PostgreSQL in the user data directory),
     ``ISOKRON_READER_DSN`` / ``ISOKRON_GATEWAY_DSN`` (default: derived), plus
-    ``ISOKRON_CONSOLE_READ_ONLY``, ``ISOKRON_GATEWAY_URL``, ``ISOKRON_OUTBOX_DIR`` and
-    ``ISOKRON_CONSOLE_STATE_DIR``.
+    ``ISOKRON_CONSOLE_READ_ONLY``, ``ISOKRON_GATEWAY_URL`` and ``ISOKRON_CONSOLE_STATE_DIR``.
+    The Hermes home whose outbox the 'Outbox empty' gate reads is ``HERMES_HOME``, else the
+    home of the Hermes whose dashboard this tab runs in.
     """
+    from isokron.provider.host import hermes_home_default  # Hermes's own answer, if installed
+
     given = os.environ.get("ISOKRON_DSN")
     admin = validate_dsn(given) if given else start_embedded(default_data_dir())
     dsns = SubstrateDSNs.derive(
@@ -66,13 +71,13 @@ def settings_from_environment() -> ConsoleSettings:
         reader=os.environ.get("ISOKRON_READER_DSN") or None,
         gateway=os.environ.get("ISOKRON_GATEWAY_DSN") or None,
     )
-    outbox = os.environ.get("ISOKRON_OUTBOX_DIR")
+    home = os.environ.get("HERMES_HOME", "").strip() or hermes_home_default()
     state = os.environ.get("ISOKRON_CONSOLE_STATE_DIR")
     return ConsoleSettings(
         dsns=dsns,
         read_only=_flag("ISOKRON_CONSOLE_READ_ONLY"),
         gateway_url=os.environ.get("ISOKRON_GATEWAY_URL", DEFAULT_GATEWAY_URL) or None,
-        outbox_dir=Path(outbox) if outbox else None,
+        hermes_home=Path(home).expanduser() if home else None,
         state_dir=Path(state) if state else None,
         check_host=False,  # Hermes's dashboard validates Host itself
     )

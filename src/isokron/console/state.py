@@ -88,7 +88,7 @@ class ConsoleState:
             reader_pool=await self.pool("reader"),
             checkpoints=self.checkpoints,
             gateway_url=self.settings.gateway_url,
-            outbox_dir=self.settings.outbox_dir,
+            hermes_home=self.settings.hermes_home,
         )
 
     async def actions(self) -> OperatorActions:

@@ -286,34 +286,7 @@ class Outbox:
     def status(self, *, refused_limit: int = 10) -> dict[str, Any]:
         """Counts per workspace and status, totals delivered/refused, the latest refusals."""
         with self._locked() as db:
-            groups = db.execute(SUMMARY_SQL).fetchall()
-            counters = dict(db.execute(SELECT_COUNTERS_SQL).fetchall())
-            refused = db.execute(SELECT_REFUSED_SQL, (refused_limit,)).fetchall()
-            size = db.execute(COUNT_PENDING_SQL).fetchone()
-        now = time.time()
-        return {
-            "path": str(self.path),
-            "pending": int(size[0]),
-            "pending_bytes": int(size[1]),
-            "bound": {"writes": self.max_pending, "bytes": self.max_pending_bytes},
-            "delivered_total": int(counters.get("delivered", 0)),
-            "replayed_total": int(counters.get("replayed", 0)),
-            "refused_total": int(counters.get("refused", 0)),
-            "workspaces": [
-                {
-                    "workspace_id": ws,
-                    "status": st,
-                    "writes": int(n),
-                    "oldest_age_seconds": round(now - oldest, 1),
-                    "max_attempts": int(attempts),
-                }
-                for ws, st, n, oldest, attempts in groups
-            ],
-            "recent_refusals": [
-                {"id": i, "workspace_id": ws, "what": what, "reason": why, "at": at}
-                for i, ws, what, why, at in refused
-            ],
-        }
+            return _status(db, self.path, (self.max_pending, self.max_pending_bytes), refused_limit)
 
     def close(self) -> None:
         with self._lock:
@@ -340,3 +313,73 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def read_status(path: Path, *, refused_limit: int = 10) -> dict[str, Any] | None:
+    """What :meth:`Outbox.status` reports about the outbox at ``path``, read without writing
+    anything: None when there is no file there (nothing was ever queued).
+
+    For readers that do not deliver (``isokron outbox status``, the console's "Outbox empty"
+    gate): the file is opened read-only, so a read never creates the file or its folder, never
+    switches its journal mode and never changes its permissions, as opening an :class:`Outbox`
+    does.
+
+    Raises:
+        OutboxError: the file exists but cannot be read as an outbox.
+    """
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+        )
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot open the IsoKron outbox at {path}: {exc}") from exc
+    try:
+        return _status(db, path, (MAX_PENDING, MAX_PENDING_BYTES), refused_limit)
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot read the IsoKron outbox at {path}: {exc}") from exc
+    finally:
+        db.close()
+
+
+def _status(
+    db: sqlite3.Connection, path: Path, bound: tuple[int, int], refused_limit: int
+) -> dict[str, Any]:
+    """The report of :meth:`Outbox.status` / :func:`read_status`, from one snapshot of ``db``."""
+    db.execute("BEGIN")  # deferred: the four reads see one snapshot, nothing is locked for writes
+    try:
+        groups = db.execute(SUMMARY_SQL).fetchall()
+        counters = dict(db.execute(SELECT_COUNTERS_SQL).fetchall())
+        refused = db.execute(SELECT_REFUSED_SQL, (refused_limit,)).fetchall()
+        size = db.execute(COUNT_PENDING_SQL).fetchone()
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    now = time.time()
+    return {
+        "path": str(path),
+        "pending": int(size[0]),
+        "pending_bytes": int(size[1]),
+        "bound": {"writes": bound[0], "bytes": bound[1]},
+        "delivered_total": int(counters.get("delivered", 0)),
+        "replayed_total": int(counters.get("replayed", 0)),
+        "refused_total": int(counters.get("refused", 0)),
+        "workspaces": [
+            {
+                "workspace_id": ws,
+                "status": st,
+                "writes": int(n),
+                "oldest_age_seconds": round(now - oldest, 1),
+                "max_attempts": int(attempts),
+            }
+            for ws, st, n, oldest, attempts in groups
+        ],
+        "recent_refusals": [
+            {"id": i, "workspace_id": ws, "what": what, "reason": why, "at": at}
+            for i, ws, what, why, at in refused
+        ],
+    }
