@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from isokron.provider.errors import ProviderError
+
 log = logging.getLogger("isokron.provider.outbox")
 
 OUTBOX_DIR_NAME = "isokron"
@@ -109,8 +111,8 @@ WHERE status = 'refused' ORDER BY id DESC LIMIT ?
 """
 
 
-class OutboxError(RuntimeError):
-    """The outbox file could not be opened or written."""
+class OutboxError(ProviderError):
+    """The outbox file could not be opened or written (one clear line at the CLI boundary)."""
 
 
 class OutboxFullError(OutboxError):
