@@ -88,7 +88,8 @@ def test_infinite_occurred_at_is_a_finding_not_a_crash(
         replica=True,
     )
     result = cli("verify", cli_workspace.workspace_id, "--json")
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.stdout, result.output
     report = json.loads(result.stdout)
     assert any(p["seq"] == 2 for p in report["chain"]["problems"])
 

@@ -148,10 +148,16 @@ def maintain(
         return await connection.run(conn, MAINTAIN_SQL, workspace_id)
 
     result = run_async(_with_conn(target.dsns.admin, go))
+    failed = [ws for ws in result["workspaces"] if "failed" in ws]
     if json_out:
         print_json(result)
+        if failed:
+            raise typer.Exit(1)
         return
     for ws in result["workspaces"]:
+        if "failed" in ws:
+            out.print(f"{ws['workspace_id']}: maintenance failed ({ws['failed']})", markup=False)
+            continue
         if "skipped" in ws:
             out.print(f"{ws['workspace_id']}: skipped ({ws['skipped']})", markup=False)
             continue
@@ -162,3 +168,5 @@ def maintain(
             "key(s) deleted",
             markup=False,
         )
+    if failed:
+        raise typer.Exit(1)

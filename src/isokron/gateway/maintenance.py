@@ -5,7 +5,8 @@ escalations past ``policy.kora_escalation_sla_hours`` and proposals past
 ``policy.kora_proposal_expiry_days`` are closed as expired, scratchpad entries past
 ``policy.kora_scratchpad_retention_days`` archived (each with its chained event), idempotency
 keys past ``policy.kora_idempotency_ttl_hours`` deleted. ``isokron maintain`` does the same on
-demand. A failed run is logged and retried at the next tick; it never stops the gateway.
+demand. A workspace whose maintenance fails is logged and does not stop the others; a failed
+run is logged and retried at the next tick; it never stops the gateway.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ async def run_once(pool: asyncpg.Pool) -> dict[str, int]:
     result = await writes.maintain(pool)
     totals: dict[str, int] = {}
     for workspace in result.get("workspaces", []):
+        if "failed" in workspace:  # the others were still maintained (migration 0044)
+            log.warning(
+                "[isokron.gateway.maintenance_failed] workspace %s: %s",
+                workspace.get("workspace_id"),
+                workspace["failed"],
+            )
         for key, value in workspace.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 totals[key] = totals.get(key, 0) + value

@@ -43,7 +43,9 @@ CHUNK_EVENTS = 100_000
 # function's left-to-right chain, which re-copies the growing prefix at every step.
 SCAN_CHAIN_CHUNK_SQL = """
 SELECT s.seq, s.event_id, s.actor_id, s.event_type,
-       (extract(epoch FROM s.occurred_at) * 1000000)::bigint,
+       -- an infinite occurred_at (forged) has no microsecond value: NULL, a finding not a crash
+       CASE WHEN isfinite(s.occurred_at)
+            THEN (extract(epoch FROM s.occurred_at) * 1000000)::bigint END,
        s.payload_digest, s.prev_event_hash, s.this_event_hash,
        s.prev_seq, s.prev_hash, s.hash_ok, s.payload_ok, s.n, s.is_last
 FROM (
@@ -58,7 +60,8 @@ FROM (
                     AND sha256(%(prefix)s::bytea || (c.prev_event_hash
                         || (uuid_send(c.tenant_id) || (int8send(c.seq)
                         || (uuid_send(c.event_id) || (uuid_send(c.actor_id)
-                        || (int8send((extract(epoch FROM c.occurred_at) * 1000000)::bigint)
+                        || (int8send(CASE WHEN isfinite(c.occurred_at) THEN
+                                (extract(epoch FROM c.occurred_at) * 1000000)::bigint END)
                         || (int4send(octet_length(convert_to(c.event_type, 'UTF8')))
                         || (convert_to(c.event_type, 'UTF8') || c.payload_digest))))))))
                         ) = c.this_event_hash,
