@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -197,50 +198,32 @@ class Gateway:
         idempotency_key: str | None,
         started: float,
     ) -> CallToolResult:
-        copy = _arguments_copy(prepared.args, governance)
-        quota_denial = _denial(spec.name, "rate_limited", QUOTA_DENIAL_REASON, arguments=copy)
-        if verdict.effect == "refuse":
-            denial = _denial(
-                spec.name, verdict.code or "", verdict.message, verdict.rule_id, arguments=copy
-            )
-            op, args, key, event_type = writes.RECORD_DENIAL, denial, None, None
-            over_limit = denial if verdict.before_rate_limit else quota_denial
-        elif verdict.effect == "escalate":
-            op, key, over_limit = "raise_escalation", idempotency_key, quota_denial
-            event_type = None
-            args = {
-                "tool": spec.name,
-                "rule_id": verdict.rule_id,
-                "reason": verdict.message[:MAX_REASON_CHARS],
-                "request": {"op": prepared.op, "args": prepared.args},
-            }
-        else:
-            op, args, key, over_limit = (
-                prepared.op or "",
-                prepared.args,
-                idempotency_key,
-                quota_denial,
-            )
-            event_type = prepared.event_type
-        quotas = quota_rows(governance, op, event_type)
-        if verdict.effect == "escalate" and prepared.op:
-            # A held write still counts as a request of its kind (e.g. a policy override).
-            held = quota_rows(governance, prepared.op, prepared.event_type)
-            quotas += [q for q in held if q not in quotas]
+        submission = _submission(spec, governance, prepared, verdict, idempotency_key)
         try:
             submitted = await writes.submit(
                 self.gateway_pool,
                 workspace_id=principal.workspace_id,
                 token_sha256=bytes.fromhex(principal.token_sha256),
-                quotas=quotas,
-                op=op,
-                args=args,
-                idempotency_key=key,
-                over_limit_denial=over_limit,
+                quotas=submission.quotas,
+                op=submission.op,
+                args=submission.args,
+                idempotency_key=submission.idempotency_key,
+                over_limit_denial=submission.over_limit_denial,
             )
         except (RefusalError, NotFoundError, ConflictError) as exc:
             return await self._refused_by_substrate(spec, principal, governance, exc, started)
+        return self._answer_write(spec, principal, verdict, submitted, started)
 
+    def _answer_write(
+        self,
+        spec: ToolSpec,
+        principal: Principal,
+        verdict: Verdict,
+        submitted: writes.Submitted,
+        started: float,
+    ) -> CallToolResult:
+        """The caller's answer once the write's round trip is done: the quota's or the
+        constitution's refusal, or the result (marked escalated when the write was held)."""
         if not submitted.allowed and not verdict.before_rate_limit:
             code, message = quota_refusal(submitted)
             return self._refusal(
@@ -406,6 +389,61 @@ class Gateway:
         # A retry hint for an outage (the same as the HTTP transport's Retry-After).
         retry = 1 if code == results.UNAVAILABLE else None
         return results.error(code, message, retry_after_seconds=retry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Submission:
+    """What one write call hands to ``writes.submit``: the operation its verdict calls for (the
+    write itself, the escalation that holds it, or the denial event), with its quotas."""
+
+    op: str
+    args: dict[str, Any]
+    idempotency_key: str | None
+    quotas: list[dict[str, Any]]
+    over_limit_denial: dict[str, Any]
+
+
+def _submission(
+    spec: ToolSpec,
+    governance: Governance,
+    prepared: Prepared,
+    verdict: Verdict,
+    idempotency_key: str | None,
+) -> _Submission:
+    """The submission for a write call given its verdict: refuse chains the denial, escalate
+    raises an escalation holding the write, allow performs the write. A call over its quota
+    chains the quota denial instead (or, refused at stages 1-3, its own denial)."""
+    copy = _arguments_copy(prepared.args, governance)
+    quota_denial = _denial(spec.name, "rate_limited", QUOTA_DENIAL_REASON, arguments=copy)
+    if verdict.effect == "refuse":
+        denial = _denial(
+            spec.name, verdict.code or "", verdict.message, verdict.rule_id, arguments=copy
+        )
+        op, args, key, event_type = writes.RECORD_DENIAL, denial, None, None
+        over_limit = denial if verdict.before_rate_limit else quota_denial
+    elif verdict.effect == "escalate":
+        op, key, over_limit = "raise_escalation", idempotency_key, quota_denial
+        event_type = None
+        args = {
+            "tool": spec.name,
+            "rule_id": verdict.rule_id,
+            "reason": verdict.message[:MAX_REASON_CHARS],
+            "request": {"op": prepared.op, "args": prepared.args},
+        }
+    else:
+        op, args, key, over_limit = (
+            prepared.op or "",
+            prepared.args,
+            idempotency_key,
+            quota_denial,
+        )
+        event_type = prepared.event_type
+    quotas = quota_rows(governance, op, event_type)
+    if verdict.effect == "escalate" and prepared.op:
+        # A held write still counts as a request of its kind (e.g. a policy override).
+        held = quota_rows(governance, prepared.op, prepared.event_type)
+        quotas += [q for q in held if q not in quotas]
+    return _Submission(op, args, key, quotas, over_limit)
 
 
 def _prepare(

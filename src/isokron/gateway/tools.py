@@ -12,6 +12,7 @@ takes ``idempotency_key``. Refusals come back as tool errors ``[code] sentence``
 
 # No ``from __future__ import annotations`` here: the SDK reads these annotations at runtime.
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
@@ -78,7 +79,27 @@ _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
 def build_tools(gateway: "Gateway") -> list[Tool]:
-    """The gateway's tools, bound to ``gateway``, ready for ``MCPServer(tools=...)``."""
+    """The gateway's tools, bound to ``gateway``, ready for ``MCPServer(tools=...)``.
+
+    Each family's builder below defines its tools as closures over ``gateway`` (the SDK builds a
+    tool's schema from its signature, so each tool stays a typed function); the order here is
+    the order ``tools/list`` returns.
+    """
+    return [
+        *_event_tools(gateway),
+        *_scratchpad_write_tools(gateway),
+        *_agent_read_tools(gateway),
+        *_proposal_tools(gateway),
+        *_escalation_and_queue_tools(gateway),
+        *_iso_node_tools(gateway),
+        *_iso_revision_tools(gateway),
+        *_operator_decision_tools(gateway),
+        *_proof_tools(gateway),
+    ]
+
+
+def _event_tools(gateway: "Gateway") -> list[Tool]:
+    """The chain write: append an event."""
 
     async def kora__append_event(
         ctx: Context,
@@ -112,6 +133,12 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
                 "idempotency_key": idempotency_key,
             },
         )
+
+    return [_tool(kora__append_event, _WRITE)]
+
+
+def _scratchpad_write_tools(gateway: "Gateway") -> list[Tool]:
+    """The scratchpad write."""
 
     async def kora__write_agent_scratchpad(
         ctx: Context,
@@ -182,6 +209,12 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
             },
         )
 
+    return [_tool(kora__write_agent_scratchpad, _WRITE)]
+
+
+def _agent_read_tools(gateway: "Gateway") -> list[Tool]:
+    """An agent's own reads: its scratchpad and its capability row."""
+
     async def kora__read_agent_scratchpad(
         ctx: Context,
         scope: Annotated[
@@ -213,6 +246,12 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
         return await gateway.call(
             "kora__read_kora_capability_row", _request(ctx), {"workspace_id": workspace_id}
         )
+
+    return [_tool(kora__read_agent_scratchpad, _READ), _tool(kora__read_kora_capability_row, _READ)]
+
+
+def _proposal_tools(gateway: "Gateway") -> list[Tool]:
+    """Proposals for an operator: a convention, a policy change."""
 
     async def kora__propose_convention(
         ctx: Context,
@@ -266,6 +305,12 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
                 "idempotency_key": idempotency_key,
             },
         )
+
+    return [_tool(kora__propose_convention, _WRITE), _tool(kora__propose_policy_change, _WRITE)]
+
+
+def _escalation_and_queue_tools(gateway: "Gateway") -> list[Tool]:
+    """Raising an escalation; reading the escalation and proposal queues."""
 
     async def kora__raise_escalation(
         ctx: Context,
@@ -322,6 +367,16 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
             _request(ctx),
             {"status": status, "limit": limit, "workspace_id": workspace_id},
         )
+
+    return [
+        _tool(kora__raise_escalation, _WRITE),
+        _tool(kora__read_escalation_queue, _READ),
+        _tool(kora__read_proposals, _READ),
+    ]
+
+
+def _iso_node_tools(gateway: "Gateway") -> list[Tool]:
+    """The knowledge graph: create, get and search nodes."""
 
     async def iso_node_create(
         ctx: Context,
@@ -395,6 +450,16 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
             },
         )
 
+    return [
+        _tool(iso_node_create, _WRITE),
+        _tool(iso_node_get, _READ),
+        _tool(iso_node_search, _READ),
+    ]
+
+
+def _iso_revision_tools(gateway: "Gateway") -> list[Tool]:
+    """The knowledge graph: supersede a node, link two nodes."""
+
     async def iso_node_supersede(
         ctx: Context,
         node_id: Annotated[UUID, Field(description="The active node to supersede.")],
@@ -462,6 +527,12 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
             },
         )
 
+    return [_tool(iso_node_supersede, _WRITE), _tool(iso_link_create, _WRITE)]
+
+
+def _operator_decision_tools(gateway: "Gateway") -> list[Tool]:
+    """Operators' decisions on proposals and escalations."""
+
     async def kora__decide_proposal(
         ctx: Context,
         proposal_kind: Annotated[ProposalKind, Field(description="Which kind of proposal.")],
@@ -508,6 +579,12 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
             },
         )
 
+    return [_tool(kora__decide_proposal, _WRITE), _tool(kora__decide_escalation, _WRITE)]
+
+
+def _proof_tools(gateway: "Gateway") -> list[Tool]:
+    """Auditors' proofs against the signed log."""
+
     async def kora__prove_event_inclusion(
         ctx: Context,
         seq: Annotated[
@@ -544,52 +621,21 @@ def build_tools(gateway: "Gateway") -> list[Tool]:
             {"first": first, "second": second, "workspace_id": workspace_id},
         )
 
-    reads = {
-        kora__prove_event_inclusion,
-        kora__prove_log_consistency,
-        kora__read_agent_scratchpad,
-        kora__read_kora_capability_row,
-        kora__read_escalation_queue,
-        kora__read_proposals,
-        iso_node_get,
-        iso_node_search,
-    }
-    functions = (
-        kora__append_event,
-        kora__write_agent_scratchpad,
-        kora__read_agent_scratchpad,
-        kora__read_kora_capability_row,
-        kora__propose_convention,
-        kora__propose_policy_change,
-        kora__raise_escalation,
-        kora__read_escalation_queue,
-        kora__read_proposals,
-        iso_node_create,
-        iso_node_get,
-        iso_node_search,
-        iso_node_supersede,
-        iso_link_create,
-        kora__decide_proposal,
-        kora__decide_escalation,
-        kora__prove_event_inclusion,
-        kora__prove_log_consistency,
+    return [_tool(kora__prove_event_inclusion, _READ), _tool(kora__prove_log_consistency, _READ)]
+
+
+def _tool(fn: Callable[..., Any], annotations: ToolAnnotations) -> Tool:
+    """One MCP tool from a typed function: its docstring as the description, its arguments
+    validated by ``TextKeepingMetadata`` (see ``isokron.gateway.arguments``)."""
+    tool = Tool.from_function(fn, description=_describe(fn.__doc__ or ""), annotations=annotations)
+    meta = tool.fn_metadata
+    tool.fn_metadata = TextKeepingMetadata(
+        arg_model=meta.arg_model,
+        output_schema=meta.output_schema,
+        output_model=meta.output_model,
+        wrap_output=meta.wrap_output,
     )
-    tools = []
-    for fn in functions:
-        tool = Tool.from_function(
-            fn,
-            description=_describe(fn.__doc__ or ""),
-            annotations=_READ if fn in reads else _WRITE,
-        )
-        meta = tool.fn_metadata
-        tool.fn_metadata = TextKeepingMetadata(
-            arg_model=meta.arg_model,
-            output_schema=meta.output_schema,
-            output_model=meta.output_model,
-            wrap_output=meta.wrap_output,
-        )
-        tools.append(tool)
-    return tools
+    return tool
 
 
 def _request(ctx: Context) -> Any:
