@@ -15,7 +15,10 @@ Public API (everything else is internal)::
 Modules: ``config`` (settings), ``loop`` (the I/O thread), ``cache`` (TTL cache), ``health``
 (outage tracking), ``reader`` (reads), ``gateway_client`` (MCP client), ``writes`` (chained
 writes and their outbox), ``prompt_block`` (the §1–§6 block), ``tools`` (model tools),
-``provider`` (the hooks), ``plugin``/``install`` (Hermes integration), ``context``, ``demo``.
+``provider`` (the hooks, a facade over: ``session_state`` (session id, agent context, model),
+``resources`` (what ``initialize`` opens and releases), ``identity_block`` (the block's memo and
+re-verification), ``hook_writes`` (what the write hooks write)), ``outbox``, ``watchdog``,
+``plugin``/``install`` (Hermes integration), ``context``, ``demo``.
 """
 
 from isokron.provider.config import IsoKronProviderConfig, load_config
