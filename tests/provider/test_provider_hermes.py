@@ -179,5 +179,9 @@ def test_whole_lifecycle_through_hermes_memory_manager(
     assert [
         payload(e)["session_id"] for e in events if e["event_type"] == "kora.session.ended"
     ] == ["mm-1", "mm-2"]
-    assert payload(events[2])["summary"].startswith("[memory.add → user] Prefers short answers.")
+    # Hermes runs sync_all on its background worker and the memory-write mirror inline, so the
+    # two scratchpad writes of mm-1 may land in either order; each lands exactly once.
+    first_turn = sorted(payload(e)["summary"] for e in events[1:3])
+    assert first_turn[0].startswith("Recorded with cap_iso_node_create.")
+    assert first_turn[1].startswith("[memory.add → user] Prefers short answers.")
     assert_chain_verifies(substrate.admin, ws.workspace_id)
