@@ -54,6 +54,8 @@ TAMPERS: dict[str, list[str]] = {
         f"UPDATE {T} SET seq = 7 WHERE tenant_id = $1 AND seq = 8",
         f"UPDATE {T} SET seq = 8 WHERE tenant_id = $1 AND seq = 1000",
     ],
+    # a seq far beyond the others: the chunk bounds are then read from the events
+    "far-seq": [f"UPDATE {T} SET seq = 4611686018427387904 WHERE tenant_id = $1 AND seq = 11"],
     "short-digest": [
         f"ALTER TABLE {T} DROP CONSTRAINT IF EXISTS event_log_payload_digest_check",
         f"UPDATE {T} SET payload_digest = '\\x00'::bytea WHERE tenant_id = $1 AND seq = 10",
@@ -127,13 +129,23 @@ def _python_walk(dsn: str, ws_id: str, cps: list[Checkpoint]) -> tuple[Any, list
         return report, bad
 
 
-def _scan(dsn: str, ws_id: str, cps: list[Checkpoint], chunk: int) -> tuple[Any, list[Finding]]:
+def _scan(
+    dsn: str, ws_id: str, cps: list[Checkpoint], chunk: int, workers: int
+) -> tuple[Any, list[Finding]]:
     seen: list[int] = []
-    with psycopg.connect(dsn) as conn, conn.transaction():
-        tenant = audit._tenant_of(conn, ws_id)
-        report, bad = scan_chain(
-            conn, tenant, ws_id, checkpoints=cps, progress=seen.append, chunk_events=chunk
-        )
+    with psycopg.connect(dsn) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # workers share it
+        with conn.transaction():
+            tenant = audit._tenant_of(conn, ws_id)
+            report, bad = scan_chain(
+                conn,
+                tenant,
+                ws_id,
+                checkpoints=cps,
+                progress=seen.append,
+                chunk_events=chunk,
+                parallel=(dsn, workers),
+            )
     assert seen == sorted(seen) and seen[-1] == report.events_checked  # progress only grows
     return report, bad
 
@@ -170,8 +182,9 @@ async def test_scan_matches_the_python_walk_at_every_chunk_size(
         await _tamper(admin_pool, ws, TAMPERS[case])
     expected = _summary(*_python_walk(substrate.admin, ws.workspace_id, checkpoints))
     for chunk in (2, 3, 4, 5, 7, 100_000):
-        got = _summary(*_scan(substrate.admin, ws.workspace_id, checkpoints, chunk))
-        assert got == expected, f"chunk {chunk}"
+        for workers in (1, 3):  # chunks one after another, and on 3 connections at once
+            got = _summary(*_scan(substrate.admin, ws.workspace_id, checkpoints, chunk, workers))
+            assert got == expected, f"chunk {chunk}, {workers} workers"
     if case not in ("untouched", "forged-past-head"):  # those two leave the links intact
         # the two bad checkpoints, plus what the tampering broke
         assert expected[4] + len(expected[7]) > 2

@@ -36,7 +36,7 @@ from isokron.chain import (
 )
 from isokron.chain.state import STATE_TABLES, StateLedger, StateTable
 from isokron.errors import ChainError, NotFoundError, SubstrateError
-from isokron.substrate.chain_scan import scan_chain
+from isokron.substrate.chain_scan import scan_chain, scan_workers
 from isokron.substrate.database_errors import translate_connect_error
 
 log = logging.getLogger("isokron.substrate.audit")
@@ -335,7 +335,12 @@ def verify_workspace(
         tenant = _tenant_of(conn, workspace_id)
         started = time.perf_counter()
         report, bad_payloads = scan_chain(
-            conn, tenant, workspace_id, checkpoints=checkpoints, progress=progress
+            conn,
+            tenant,
+            workspace_id,
+            checkpoints=checkpoints,
+            progress=progress,
+            parallel=(dsn, scan_workers()),
         )
         chain_done = time.perf_counter()
         findings = list(bad_payloads)
