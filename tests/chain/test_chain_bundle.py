@@ -1,4 +1,5 @@
-"""Export bundles: round trip, atomic writes, malformed lines, and the documented verifier."""
+"""Export bundles: round trip, atomic writes, malformed lines (version 2, JSON event lines,
+which readers still read; version 3 is in test_chain_bundle_v3)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import io
 import json
 import re
 import stat
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -54,9 +54,14 @@ def bundle_chain(n: int, tenant: UUID = TENANT) -> list[ChainRecord]:
     return chain
 
 
-def write(path: Path, records: Iterable[ChainRecord]) -> BundleHeader:
+def write(path: Path, records: Iterable[ChainRecord], version: int = 2) -> BundleHeader:
     return write_bundle(
-        path, workspace_id="acme", tenant_id=TENANT, records=records, exported_at=EXPORTED_AT
+        path,
+        workspace_id="acme",
+        tenant_id=TENANT,
+        records=records,
+        exported_at=EXPORTED_AT,
+        version=version,
     )
 
 
@@ -283,7 +288,7 @@ def _replace_line(line_no: int, text: str) -> Mutation:
         (_set(3, "occurred_at", "yesterday"), 3, "ISO-8601"),
         (_set(3, "payload_text", 5), 3, "payload_text"),
         (_set(1, "format", "something-else"), 1, "not an isokron chain export"),
-        (_set(1, "version", 3), 1, "version 3"),
+        (_set(1, "version", 4), 1, "version 4"),
         (_set(1, "head_hash", "00"), 1, "64 hex digits"),
         (_set(1, "tenant_id", "x"), 1, "not a UUID"),
     ],
@@ -332,36 +337,3 @@ def test_reader_is_lazy(tmp_path: Path) -> None:
     assert next(records).seq == 1  # earlier lines are usable before the bad one is reached
     with pytest.raises(ChainError, match="line 5"):
         list(records)
-
-
-def _documented_verifier(tmp_path: Path) -> Path:
-    docs = DOCS_PATH.read_text(encoding="utf-8")
-    match = re.search(
-        r"<!-- verifier:begin -->\s*```python\n(.*?)```\s*<!-- verifier:end -->", docs, re.S
-    )
-    assert match, "docs/chain.md lost its stand-alone verifier block"
-    script = tmp_path / "verify_export.py"
-    script.write_text(match.group(1), encoding="utf-8")
-    return script
-
-
-def test_documented_standalone_verifier(tmp_path: Path) -> None:
-    script = _documented_verifier(tmp_path)
-    chain = bundle_chain(7)
-    chain[2] = dataclasses.replace(chain[2], payload_text=None)
-    path = tmp_path / "tenant.jsonl"
-    write(path, chain)
-    ok = subprocess.run(
-        [sys.executable, str(script), str(path)], capture_output=True, text=True, check=False
-    )
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "OK" in ok.stdout
-
-    lines = lines_of(path)
-    lines[4]["event_type"] = "memory.delete"
-    rewrite(path, lines)
-    bad = subprocess.run(
-        [sys.executable, str(script), str(path)], capture_output=True, text=True, check=False
-    )
-    assert bad.returncode == 1
-    assert "seq 4: this_event_hash does not match" in bad.stdout

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cli_support import Cli, CliWorkspace, assert_clean_error
+
+from isokron.chain.bundle_v3 import decode_event_line, encode_event_line
 
 
 def _tamper_event_type(sql: Callable[..., Any], ws: CliWorkspace, seq: int) -> None:
@@ -69,8 +72,10 @@ def test_export_then_verify_the_bundle(
     assert f"exported 5 events of {cli_workspace.workspace_id}" in out
     lines = bundle.read_text(encoding="utf-8").splitlines()
     header = json.loads(lines[0])
-    assert header["event_count"] == 5 and header["version"] == 2
-    # The events, then one line per live state row (the workspace's rows, provable offline).
+    assert header["event_count"] == 5 and header["version"] == 3
+    # The events (version 3: tab-separated), then one JSON line per live state row (the
+    # workspace's rows, provable offline).
+    assert [decode_event_line(line.encode()).seq for line in lines[1:6]] == [1, 2, 3, 4, 5]
     assert len(lines) == 1 + 5 + header["state_rows"] and header["state_rows"] > 31 + 49
     assert all("state_table" in json.loads(line) for line in lines[6:])
 
@@ -82,17 +87,28 @@ def test_export_then_verify_the_bundle(
 
 def test_export_to_stdout_is_the_bundle(cli: Cli, cli_workspace: CliWorkspace) -> None:
     out = cli.ok("export", cli_workspace.workspace_id).stdout
-    header, *lines = [json.loads(line) for line in out.splitlines()]
+    first, *rest = out.splitlines()
+    header = json.loads(first)
     assert header["format"] == "isokron-chain-export"
-    assert [e["seq"] for e in lines if "seq" in e] == [1, 2, 3, 4, 5]
-    assert sum("state_table" in e for e in lines) == header["state_rows"]
+    events = [decode_event_line(x.encode()) for x in rest if not x.startswith("{")]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert sum(x.startswith('{"state_table"') for x in rest) == header["state_rows"]
 
 
 def _rewrite(path: Path, target: Path, edit: Any) -> Path:
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """Edit the JSON lines (header, state) of a bundle; event lines are kept as they are."""
+    lines: list[Any] = [
+        json.loads(line) if line.startswith("{") else line
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
     edit(lines)
-    target.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    text = "".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines)
+    target.write_text(text, encoding="utf-8")
     return target
+
+
+def _key(line: Any) -> Any:
+    return line.get("key") if isinstance(line, dict) else None
 
 
 def test_a_bundle_binds_its_header_and_its_state_rows(
@@ -105,16 +121,20 @@ def test_a_bundle_binds_its_header_and_its_state_rows(
         lines[0]["workspace_id"] = "someone-else"
 
     def policy_value(lines: list[dict[str, Any]]) -> None:
-        row = next(x for x in lines if x.get("key") == "policy.kora_disabled")
+        row = next(x for x in lines if _key(x) == "policy.kora_disabled")
         row["values"][2] = "true"
 
     def drop_capability(lines: list[dict[str, Any]]) -> None:
-        row = next(x for x in lines if x.get("state_table") == "public.kora_capability_matrix")
+        row = next(
+            x
+            for x in lines
+            if isinstance(x, dict) and x.get("state_table") == "public.kora_capability_matrix"
+        )
         lines.remove(row)
         lines[0]["state_rows"] -= 1
 
     def forge_row(lines: list[dict[str, Any]]) -> None:
-        row = next(x for x in lines if x.get("key") == "policy.kora_disabled")
+        row = next(x for x in lines if _key(x) == "policy.kora_disabled")
         lines.append({**row, "key": "policy.forged"})
         lines[0]["state_rows"] += 1
 
@@ -137,9 +157,9 @@ def test_a_tampered_bundle_fails_verification(
     bundle = tmp_path / "chain.jsonl"
     cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle))
     lines = bundle.read_text(encoding="utf-8").splitlines()
-    event = json.loads(lines[2])
-    event["event_type"] = "governance.something.else"
-    lines[2] = json.dumps(event)
+    event = decode_event_line(lines[2].encode())  # the hash input is re-made, the hash kept
+    edited = dataclasses.replace(event, event_type="governance.something.else")
+    lines[2] = encode_event_line(edited).decode().rstrip("\n")
     tampered = tmp_path / "tampered.jsonl"
     tampered.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

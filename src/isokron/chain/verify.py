@@ -35,6 +35,7 @@ from isokron.errors import ChainError
 
 __all__ = [
     "FINDING_KINDS",
+    "ChainWalk",
     "MAX_PROBLEMS",
     "Checkpoint",
     "CheckpointResult",
@@ -387,6 +388,161 @@ def _missing_checkpoint(cp: Checkpoint, head_seq: int | None) -> str:
     return f"{prefix}: seq {cp.seq} is missing from the chain"
 
 
+class ChainWalk:
+    """One streaming verification: ``feed`` records in seq order, then ``report``.
+
+    The head (``head_seq``, ``head_hash``) and ``count`` are public so that a fast reader may
+    advance them itself over events it has proven flawless (the same conditions under which
+    ``feed`` would find nothing and move the head) and ``feed`` only the rest
+    (:mod:`isokron.chain.bundle_v3`).
+    """
+
+    __slots__ = (
+        "check_payloads",
+        "count",
+        "cp_tracker",
+        "et_cache",
+        "head_hash",
+        "head_seq",
+        "out",
+        "seqs",
+        "tenant",
+        "tenant_bytes",
+    )
+
+    def __init__(
+        self,
+        *,
+        check_payloads: bool = True,
+        expected_tenant: UUID | None = None,
+        checkpoints: Sequence[Checkpoint] = (),
+    ) -> None:
+        self.out = _Findings()
+        self.seqs = _SeqTracker()
+        self.cp_tracker = _CheckpointTracker(checkpoints) if checkpoints else None
+        self.check_payloads = check_payloads
+        self.et_cache: dict[str, bytes] = {}
+        self.tenant = expected_tenant
+        self.tenant_bytes = b"" if expected_tenant is None else expected_tenant.bytes
+        self.head_seq = 0
+        self.head_hash = GENESIS_HASH
+        self.count = 0
+
+    def checkpoint_seqs(self) -> frozenset[int]:
+        """The seqs a checkpoint names (events there must go through ``feed``)."""
+        return frozenset(self.cp_tracker.by_seq) if self.cp_tracker is not None else frozenset()
+
+    def _tenant_bytes(self, record: ChainRecord) -> bytes:
+        tenant_id = record.tenant_id
+        if self.tenant is None:
+            self.tenant, self.tenant_bytes = tenant_id, tenant_id.bytes
+        if tenant_id is self.tenant or tenant_id == self.tenant:
+            return self.tenant_bytes
+        self.out.add(
+            "tenant_mismatch",
+            record,
+            f"{_where(record)} belongs to tenant {tenant_id}, but this chain is tenant "
+            f"{self.tenant} — an event of another tenant's chain was mixed in",
+        )
+        # A non-UUID tenant cannot hash correctly; the hash check then reports it.
+        return getattr(tenant_id, "bytes", b"")
+
+    def _link(self, record: ChainRecord) -> None:
+        seq, out = record.seq, self.out
+        if seq == self.head_seq + 1 and self.count:
+            if record.prev_event_hash != self.head_hash:
+                out.add(
+                    "broken_link",
+                    record,
+                    f"{_where(record)}: prev_event_hash does not equal the this_event_hash of "
+                    f"seq {self.head_seq} — an event before it was edited, removed or inserted",
+                )
+            self.head_seq, self.head_hash = seq, record.this_event_hash
+        elif seq == 1 and not self.count:
+            if record.prev_event_hash != GENESIS_HASH:
+                out.add(
+                    "genesis",
+                    record,
+                    f"{_where(record)}: prev_event_hash is {_short(record.prev_event_hash)} "
+                    "instead of 32 zero bytes — the first event must link to the genesis hash",
+                )
+            self.head_seq, self.head_hash = seq, record.this_event_hash
+        elif self.seqs.handle(record, self.head_seq, not self.count, out):
+            self.head_seq, self.head_hash = seq, record.this_event_hash
+
+    def _hash_ok(self, record: ChainRecord, tid_bytes: bytes) -> bool:
+        try:
+            event_type = record.event_type
+            et_bytes = self.et_cache.get(event_type)
+            if et_bytes is None:
+                et_bytes = _encode_event_type(event_type)
+                if len(self.et_cache) < _EVENT_TYPE_CACHE_LIMIT:
+                    self.et_cache[event_type] = et_bytes
+            prev, digest = record.prev_event_hash, record.payload_digest
+            computed = hashlib.sha256(
+                b"".join(
+                    (
+                        HASH_PREFIX,
+                        prev,
+                        tid_bytes,
+                        _INT64.pack(record.seq),
+                        record.event_id.bytes,
+                        record.actor_id.bytes,
+                        _INT64.pack(record.occurred_at_us),
+                        et_bytes,
+                        digest,
+                    )
+                )
+            ).digest()
+        except (struct.error, UnicodeError, TypeError, AttributeError, ValueError):
+            return False
+        return (
+            computed == record.this_event_hash
+            and len(prev) == DIGEST_SIZE
+            and len(digest) == DIGEST_SIZE
+        )
+
+    def feed(self, record: ChainRecord) -> None:
+        """Check one record against the head and itself; move the head."""
+        tid_bytes = self._tenant_bytes(record)
+        self._link(record)
+        if not self._hash_ok(record, tid_bytes):
+            _slow_hash_check(record, self.out)
+        text = record.payload_text
+        if self.check_payloads and text is not None:
+            try:
+                payload_ok = hashlib.sha256(text.encode()).digest() == record.payload_digest
+            except UnicodeError:
+                payload_ok = False
+            if not payload_ok:
+                _slow_payload_check(record, self.out)
+        if self.cp_tracker is not None:
+            self.cp_tracker.see(record, self.out)
+        self.count += 1
+
+    def report(self) -> VerifyReport:
+        """The report of everything fed so far (logged)."""
+        count, out = self.count, self.out
+        final_head_seq = self.head_seq if count else None
+        cp_results = (
+            self.cp_tracker.finish(final_head_seq, out) if self.cp_tracker is not None else ()
+        )
+        problems = tuple(out.items)
+        report = VerifyReport(
+            ok=out.count == 0,
+            events_checked=count,
+            head_seq=final_head_seq,
+            head_hash=self.head_hash if count else None,
+            first_problem=problems[0] if problems else None,
+            problems=problems,
+            tenant_id=self.tenant,
+            problem_count=out.count,
+            checkpoints=cp_results,
+        )
+        _log_report(report)
+        return report
+
+
 def verify_records(
     records: Iterable[ChainRecord],
     *,
@@ -401,124 +557,13 @@ def verify_records(
     ``check_payloads`` compares each non-null ``payload_text`` with its ``payload_digest``.
     Each checkpoint must be present in the chain with the same hash.
     """
-    out = _Findings()
-    seqs = _SeqTracker()
-    cp_tracker = _CheckpointTracker(checkpoints) if checkpoints else None
-
-    # Hot-loop locals: attribute and global lookups are a measurable share of per-event cost.
-    sha256 = hashlib.sha256
-    join = b"".join
-    pack_q = _INT64.pack
-    prefix = HASH_PREFIX
-    et_cache: dict[str, bytes] = {}
-    tenant = expected_tenant
-    tenant_bytes = b"" if tenant is None else tenant.bytes
-    head_seq = 0
-    head_hash = GENESIS_HASH
-    count = 0
-
-    for record in records:
-        seq = record.seq
-        tenant_id = record.tenant_id
-        if tenant is None:
-            tenant, tenant_bytes = tenant_id, tenant_id.bytes
-        if tenant_id is tenant or tenant_id == tenant:
-            tid_bytes = tenant_bytes
-        else:
-            out.add(
-                "tenant_mismatch",
-                record,
-                f"{_where(record)} belongs to tenant {tenant_id}, but this chain is tenant "
-                f"{tenant} — an event of another tenant's chain was mixed in",
-            )
-            # A non-UUID tenant cannot hash correctly; the hash check below then reports it.
-            tid_bytes = getattr(tenant_id, "bytes", b"")
-
-        if seq == head_seq + 1 and count:
-            if record.prev_event_hash != head_hash:
-                out.add(
-                    "broken_link",
-                    record,
-                    f"{_where(record)}: prev_event_hash does not equal the this_event_hash of "
-                    f"seq {head_seq} — an event before it was edited, removed or inserted",
-                )
-            head_seq, head_hash = seq, record.this_event_hash
-        elif seq == 1 and not count:
-            if record.prev_event_hash != GENESIS_HASH:
-                out.add(
-                    "genesis",
-                    record,
-                    f"{_where(record)}: prev_event_hash is {_short(record.prev_event_hash)} "
-                    "instead of 32 zero bytes — the first event must link to the genesis hash",
-                )
-            head_seq, head_hash = seq, record.this_event_hash
-        elif seqs.handle(record, head_seq, not count, out):
-            head_seq, head_hash = seq, record.this_event_hash
-
-        try:
-            event_type = record.event_type
-            et_bytes = et_cache.get(event_type)
-            if et_bytes is None:
-                et_bytes = _encode_event_type(event_type)
-                if len(et_cache) < _EVENT_TYPE_CACHE_LIMIT:
-                    et_cache[event_type] = et_bytes
-            prev = record.prev_event_hash
-            digest = record.payload_digest
-            computed = sha256(
-                join(
-                    (
-                        prefix,
-                        prev,
-                        tid_bytes,
-                        pack_q(seq),
-                        record.event_id.bytes,
-                        record.actor_id.bytes,
-                        pack_q(record.occurred_at_us),
-                        et_bytes,
-                        digest,
-                    )
-                )
-            ).digest()
-            hash_ok = (
-                computed == record.this_event_hash
-                and len(prev) == DIGEST_SIZE
-                and len(digest) == DIGEST_SIZE
-            )
-        except (struct.error, UnicodeError, TypeError, AttributeError, ValueError):
-            hash_ok = False
-        if not hash_ok:
-            _slow_hash_check(record, out)
-
-        if check_payloads:
-            text = record.payload_text
-            if text is not None:
-                try:
-                    payload_ok = sha256(text.encode()).digest() == record.payload_digest
-                except UnicodeError:
-                    payload_ok = False
-                if not payload_ok:
-                    _slow_payload_check(record, out)
-
-        if cp_tracker is not None:
-            cp_tracker.see(record, out)
-        count += 1
-
-    final_head_seq = head_seq if count else None
-    cp_results = cp_tracker.finish(final_head_seq, out) if cp_tracker is not None else ()
-    problems = tuple(out.items)
-    report = VerifyReport(
-        ok=out.count == 0,
-        events_checked=count,
-        head_seq=final_head_seq,
-        head_hash=head_hash if count else None,
-        first_problem=problems[0] if problems else None,
-        problems=problems,
-        tenant_id=tenant,
-        problem_count=out.count,
-        checkpoints=cp_results,
+    walk = ChainWalk(
+        check_payloads=check_payloads, expected_tenant=expected_tenant, checkpoints=checkpoints
     )
-    _log_report(report)
-    return report
+    feed = walk.feed
+    for record in records:
+        feed(record)
+    return walk.report()
 
 
 def _log_report(report: VerifyReport) -> None:

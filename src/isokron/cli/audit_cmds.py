@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from isokron.chain import VerifyReport, read_bundle, verify_bundle
+from isokron.chain import Finding, VerifyReport, read_bundle, verify_bundle
 from isokron.chain.merkle import leaf_hash
 from isokron.chain.note import Verifier
 from isokron.chain.tlog import LogCheckpoint, open_checkpoint, verified_cosigners
@@ -142,11 +142,17 @@ def _verify(
     if (workspace_id is None) == (bundle is None):
         raise ConfigError("give either a WORKSPACE to verify in the database or --bundle FILE")
     if bundle is not None:
-        report = verify_bundle(bundle)
-        _, records = read_bundle(bundle)
-        extra = checkpoint_findings_from_leaves(
-            (leaf_hash(r.this_event_hash) for r in records), checkpoints
-        )
+        with out.status("verifying…") as status:
+            report = verify_bundle(
+                bundle, progress=lambda n: status.update(f"verifying… {n:,} events")
+            )
+            extra: list[Finding] = []
+            if checkpoints:  # the Merkle tree is re-derived only to confirm a checkpoint
+                status.update("re-deriving the Merkle tree…")
+                _, records = read_bundle(bundle)
+                extra = checkpoint_findings_from_leaves(
+                    (leaf_hash(r.this_event_hash) for r in records), checkpoints
+                )
         ok = report.ok and not extra
         data = {
             "bundle": str(bundle),
@@ -213,7 +219,7 @@ def export(
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Export the workspace's chain as a JSON Lines bundle anyone can verify (docs/chain.md)."""
+    """Export the workspace's chain as a bundle anyone can verify (docs/chain.md §6)."""
     target = resolve_target(dsn, data_dir)
     to_stdout = str(output) == "-"
     if to_stdout:

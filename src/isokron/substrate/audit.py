@@ -26,7 +26,6 @@ import psycopg
 from psycopg import sql
 
 from isokron.chain import (
-    DIGEST_SIZE,
     BundleHeader,
     ChainRecord,
     Checkpoint,
@@ -35,7 +34,8 @@ from isokron.chain import (
     write_bundle,
 )
 from isokron.chain.state import STATE_TABLES, StateLedger, StateTable
-from isokron.errors import ChainError, NotFoundError, SubstrateError
+from isokron.errors import NotFoundError, SubstrateError
+from isokron.substrate.chain_export import copy_event_lines
 from isokron.substrate.chain_scan import scan_chain, scan_workers
 from isokron.substrate.database_errors import translate_connect_error
 
@@ -53,28 +53,6 @@ SELECT tenant_id, seq, event_id, actor_id, event_type,
        payload_digest, prev_event_hash, this_event_hash,
        CASE WHEN payload_erased OR NOT %s THEN NULL ELSE payload::text END AS payload_text,
        (payload_erased OR sha256(convert_to(payload::text, 'UTF8')) = payload_digest) AS payload_ok
-FROM hivex_foundation.event_log
-WHERE workspace_id = %s AND tenant_id = %s
-ORDER BY seq
-"""
-# The export's event lines, built by PostgreSQL byte for byte as chain.record_to_dict + Python's
-# json encoder (ensure_ascii off) write them, so the exporter only copies text: converting every
-# row into Python objects and back was most of the export's time. well_formed guards what
-# record_to_dict refuses (a digest that is not 32 bytes).
-EXPORT_EVENT_LINES_SQL = """
-SELECT seq, this_event_hash,
-       octet_length(payload_digest) = 32 AND octet_length(prev_event_hash) = 32
-           AND octet_length(this_event_hash) = 32 AS well_formed,
-       '{"seq": ' || seq || ', "event_id": "' || event_id || '", "tenant_id": "' || tenant_id
-       || '", "actor_id": "' || actor_id || '", "event_type": ' || to_json(event_type)::text
-       || ', "occurred_at": "'
-       || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-       || '", "occurred_at_us": ' || (extract(epoch FROM occurred_at) * 1000000)::bigint
-       || ', "payload_text": '
-       || CASE WHEN payload_erased THEN 'null' ELSE to_json(payload::text)::text END
-       || ', "payload_digest": "' || encode(payload_digest, 'hex')
-       || '", "prev_event_hash": "' || encode(prev_event_hash, 'hex')
-       || '", "this_event_hash": "' || encode(this_event_hash, 'hex') || '"}'
 FROM hivex_foundation.event_log
 WHERE workspace_id = %s AND tenant_id = %s
 ORDER BY seq
@@ -295,30 +273,6 @@ def iter_chain(
             yield record
 
 
-def iter_event_lines(
-    conn: psycopg.Connection,
-    tenant_id: UUID,
-    workspace_id: str,
-    *,
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[tuple[int, bytes, str]]:
-    """Stream the export's event lines (seq, this_event_hash, JSON text) in seq order."""
-    with conn.cursor(name="isokron_export") as cur:
-        cur.itersize = FETCH_BATCH
-        cur.execute(EXPORT_EVENT_LINES_SQL, (workspace_id, tenant_id))
-        n = 0
-        for seq, this_hash, well_formed, line in cur:
-            if not well_formed:
-                raise ChainError(
-                    f"event seq {seq}: a hash or digest is not {DIGEST_SIZE} bytes — the event "
-                    "was damaged; `isokron verify` names it"
-                )
-            n += 1
-            if progress is not None and n % FETCH_BATCH == 0:
-                progress(n)
-            yield seq, bytes(this_hash), line
-
-
 def verify_workspace(
     dsn: str,
     workspace_id: str,
@@ -469,15 +423,18 @@ def _orphan_findings(conn: psycopg.Connection, workspace_id: str, tenant: UUID) 
 def export_workspace(
     dsn: str, workspace_id: str, target: Any, *, progress: Callable[[int], None] | None = None
 ) -> BundleHeader:
-    """Write the workspace's chain and its live state rows to an export bundle (one snapshot;
-    see docs/chain.md §6 and §11)."""
+    """Write the workspace's chain and its live state rows to an export bundle, version 3
+    (one snapshot; see docs/chain.md §6 and §11). The event lines come from PostgreSQL
+    (:mod:`isokron.substrate.chain_export`); ``progress`` gets the running count of events."""
     with _connect(dsn, snapshot=True) as conn, conn.transaction():
         tenant = _tenant_of(conn, workspace_id)
         return write_bundle(
             target,
             workspace_id=workspace_id,
             tenant_id=tenant,
-            event_lines=iter_event_lines(conn, tenant, workspace_id, progress=progress),
+            write_events=lambda spool: copy_event_lines(
+                conn, tenant, workspace_id, spool, progress=progress
+            ),
             state_rows=(
                 (table.name, key, values)
                 for table in STATE_TABLES
