@@ -7,31 +7,22 @@ rows (copied from the appends) into a table with the same columns, keys and inde
 hashing, no trigger and no governance, with the same concurrency. The three runs are
 interleaved in short slices so that other load on the machine hits them alike.
 
-Verify: one workspace's chain (half ``append_event``, half scratchpad entries) is verified from
-the database (``audit.verify_workspace``) and from an export file (``chain.verify_bundle`` on
-``audit.export_workspace``'s output), beside a bare SHA-256 walk over the exact hash-input
-bytes of every event, precomputed in memory: the physical limit of any verifier.
+Verification and export are measured in :mod:`bench.verification`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-import psycopg
 
 from bench.config import Sizes
-from bench.preload import event_item, preload, scratchpad_item
 from bench.report import Row, Section, Target, fmt
 from bench.stats import rate
 from bench.substrate import BenchDatabase, BenchWorkspace, create_bench_workspace
-from isokron.chain import record_hash_input, verify_bundle, verify_records
-from isokron.substrate import audit, connection, writes
+from isokron.substrate import connection, writes
 
 PLAIN_TABLE = "bench_plain_event_log"
 CREATE_PLAIN_TABLE_SQL = f"""
@@ -151,105 +142,11 @@ async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
     }
 
 
-async def _build_chain(db: BenchDatabase, events: int) -> BenchWorkspace:
-    admin = await connection.connect(db.dsns.admin)
-    try:
-        ws = await create_bench_workspace(admin, "verify")
-    finally:
-        await admin.close()
-    pool = await connection.create_pool(db.dsns.gateway, min_size=1, max_size=2)
-    try:
-        half = events // 2
-        await preload(pool, ws.workspace_id, ws.token, "append_event", event_item, half)
-        await preload(
-            pool,
-            ws.workspace_id,
-            ws.token,
-            "write_scratchpad_entry",
-            scratchpad_item,
-            events - half,
-        )
-    finally:
-        await pool.close()
-    return ws
-
-
-def _best_of(n: int, fn: Any) -> tuple[float, Any]:
-    best = float("inf")
-    result = None
-    for _ in range(n):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
-def _verify(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
-    admin = db.dsns.admin
-    repeats = 3
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = audit.verify_workspace(admin, ws.workspace_id)
-        runs.append((time.perf_counter() - start, result))
-    assert all(r.ok for _, r in runs), runs[0][1].to_dict()
-    events = runs[0][1].chain.events_checked
-    db_s = min(s for s, _ in runs)
-    chain_s = min(r.chain_seconds for _, r in runs)  # the in-database chain check alone
-    rows_s = min(r.rows_seconds for _, r in runs)  # row and state checks, timed separately
-
-    # The previous path, as a baseline in the same run: stream every row into Python and
-    # re-hash it there (audit.iter_chain + chain.verify_records).
-    def python_walk() -> int:
-        with psycopg.connect(admin) as conn, conn.transaction():
-            tenant = audit._tenant_of(conn, ws.workspace_id)
-            return verify_records(
-                audit.iter_chain(conn, tenant, workspace_id=ws.workspace_id, with_payloads=False),
-                expected_tenant=tenant,
-            ).events_checked
-
-    python_s, _ = _best_of(repeats, python_walk)
-
-    with tempfile.TemporaryDirectory(prefix="isokron-bench-") as tmp:
-        path = Path(tmp) / "chain.jsonl"
-        export_start = time.perf_counter()
-        audit.export_workspace(admin, ws.workspace_id, path)
-        export_s = time.perf_counter() - export_start
-        bundle_s, report = _best_of(repeats, lambda: verify_bundle(path))
-        assert report.ok, report.to_dict()
-        size = path.stat().st_size
-
-    # The physical limit: SHA-256 over the exact hash-input bytes, already in memory.
-    with psycopg.connect(admin) as conn, conn.transaction():
-        tenant = audit._tenant_of(conn, ws.workspace_id)
-        records = audit.iter_chain(conn, tenant, workspace_id=ws.workspace_id, with_payloads=False)
-        inputs = [record_hash_input(r) for r in records]
-    sha256 = hashlib.sha256
-
-    def bare() -> None:
-        for b in inputs:
-            sha256(b).digest()
-
-    bare_s, _ = _best_of(repeats, bare)
-    return {
-        "events": events,
-        "from_database": {"seconds": chain_s, "per_s": rate(events, chain_s)},
-        "whole_verify": {"seconds": db_s, "per_s": rate(events, db_s)},
-        "row_checks": {"seconds": rows_s, "rows": runs[0][1].rows_checked},
-        "python_walk": {"seconds": python_s, "per_s": rate(events, python_s)},
-        "export": {"seconds": export_s, "bytes": size, "per_s": rate(events, export_s)},
-        "from_bundle": {"seconds": bundle_s, "per_s": rate(events, bundle_s)},
-        "bare_sha256": {"seconds": bare_s, "per_s": rate(events, bare_s)},
-    }
-
-
 def run(db: BenchDatabase, sizes: Sizes) -> Section:
     """Run the chain-cost benchmarks and return their section."""
-    section = Section("chain cost (appends and verification)")
+    section = Section("chain cost (appends)")
     ap = asyncio.run(_appends(db, sizes))
-    ws = asyncio.run(_build_chain(db, sizes.verify_events))
-    vf = _verify(db, ws)
-    section.data = {"appends": ap, "verify": vf}
+    section.data = {"appends": ap}
     plain = ap["plain_insert"]["per_s"]
     conc = ap["concurrency"]
     section.rows += [
@@ -268,41 +165,6 @@ def run(db: BenchDatabase, sizes: Sizes) -> Section:
             f"plain INSERT, {conc} connections",
         ),
         Row(f"plain INSERT rows/s, {conc} connections", plain, "rows/s"),
-        Row(
-            f"verify from database, chain check in PostgreSQL ({vf['events']:,} events)",
-            vf["from_database"]["per_s"],
-            "events/s",
-            vf["bare_sha256"]["per_s"],
-            "bare SHA-256 walk",
-        ),
-        Row(
-            "  previous path: rows streamed into Python and re-hashed there",
-            vf["python_walk"]["per_s"],
-            "events/s",
-            vf["bare_sha256"]["per_s"],
-            "bare SHA-256 walk",
-        ),
-        Row(
-            f"  row and state checks, timed separately ({vf['row_checks']['rows']:,} rows)",
-            vf["row_checks"]["seconds"] * 1000,
-            "ms",
-        ),
-        Row("  whole isokron verify (chain + row checks)", vf["whole_verify"]["per_s"], "events/s"),
-        Row(
-            f"export to file ({vf['export']['bytes'] / 1e6:.1f} MB)",
-            vf["export"]["per_s"],
-            "events/s",
-            vf["bare_sha256"]["per_s"],
-            "bare SHA-256 walk",
-        ),
-        Row(
-            "verify from export file (pure-Python verifier)",
-            vf["from_bundle"]["per_s"],
-            "events/s",
-            vf["bare_sha256"]["per_s"],
-            "bare SHA-256 walk",
-        ),
-        Row("bare SHA-256 walk over hash inputs", vf["bare_sha256"]["per_s"], "events/s"),
     ]
     for label, key in (("1 tenant", "one_tenant"), (f"{ap['tenants']} tenants", "many_tenants")):
         value = ap[key]["per_s"]
@@ -312,20 +174,6 @@ def run(db: BenchDatabase, sizes: Sizes) -> Section:
                 f"{fmt(value)}/s = {value / plain:.2f} x {fmt(plain)}/s",
                 ">= 0.50 x",
                 value >= 0.5 * plain,
-            )
-        )
-    for label, key, floor in (
-        ("verify from the database (chain check)", "from_database", 500_000),
-        ("verify --bundle (pure Python)", "from_bundle", 250_000),
-        ("export", "export", 250_000),
-    ):
-        v = vf[key]["per_s"]
-        section.targets.append(
-            Target(
-                f"{label} >= {floor:,} events/s",
-                f"{fmt(v)} events/s ({v / vf['bare_sha256']['per_s']:.3f} x bare SHA-256 walk)",
-                f">= {floor:,}",
-                v >= floor,
             )
         )
     return section

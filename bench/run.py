@@ -26,6 +26,7 @@ from bench.substrate import bench_database
 BENCHMARKS: dict[str, str] = {
     "pipeline": "bench.pipeline",
     "chain": "bench.chain_cost",
+    "verify": "bench.verification",
     "gateway": "bench.gateway_latency",
     "provider": "bench.provider_turn",
 }

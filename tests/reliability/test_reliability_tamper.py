@@ -24,7 +24,8 @@ import pytest
 from reliability_support import Figures
 from typer.testing import CliRunner, Result
 
-from isokron.chain import make_record, us_to_datetime
+from isokron.chain import ChainRecord, make_record, record_to_dict, us_to_datetime
+from isokron.chain.bundle_v3 import decode_event_line, encode_event_line
 from isokron.cli.main import app
 from isokron.substrate.dsn import SubstrateDSNs
 from isokron.substrate.writes import content_hash
@@ -375,11 +376,37 @@ def test_tampering_in_the_database_is_caught_by_isokron_verify(
 
 
 def _bundle_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The bundle's lines as dicts; version-3 event lines as their fields (record_to_dict)."""
+    return [
+        json.loads(line) if line.startswith(b"{") else record_to_dict(decode_event_line(line))
+        for line in path.read_bytes().splitlines()
+    ]
+
+
+def _event_line(line: dict[str, Any]) -> bytes:
+    """A version-3 event line from the fields (the hash input re-made, the stored hash kept)."""
+    record = ChainRecord(
+        tenant_id=UUID(line["tenant_id"]),
+        seq=line["seq"],
+        event_id=UUID(line["event_id"]),
+        actor_id=UUID(line["actor_id"]),
+        event_type=line["event_type"],
+        occurred_at_us=line["occurred_at_us"],
+        payload_digest=bytes.fromhex(line["payload_digest"]),
+        prev_event_hash=bytes.fromhex(line["prev_event_hash"]),
+        this_event_hash=bytes.fromhex(line["this_event_hash"]),
+        payload_text=line["payload_text"],
+    )
+    return encode_event_line(record)
 
 
 def _write_lines(path: Path, lines: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    path.write_bytes(
+        b"".join(
+            _event_line(line) if "seq" in line else json.dumps(line).encode() + b"\n"
+            for line in lines
+        )
+    )
 
 
 def _bundle_edit_payload(lines: list[dict[str, Any]], chain: Chain) -> None:

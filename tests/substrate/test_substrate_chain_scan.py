@@ -7,6 +7,7 @@ Likewise the export lines PostgreSQL builds against the Python exporter's."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
@@ -23,8 +24,9 @@ from isokron.chain import (
     verify_records,
 )
 from isokron.chain.bundle_v3 import encode_event_line
+from isokron.chain.state import STATE_TABLES
 from isokron.substrate import audit, writes
-from isokron.substrate.chain_export import copy_event_lines
+from isokron.substrate.chain_export import copy_event_lines, copy_state_lines
 from isokron.substrate.chain_scan import scan_chain
 from isokron.substrate.dsn import SubstrateDSNs
 
@@ -238,3 +240,34 @@ async def test_exported_lines_are_what_the_python_exporter_writes(
     assert count == len(records) == EVENTS + len(TRICKY_PAYLOADS)
     assert (head_seq, head_hash) == (records[-1].seq, records[-1].this_event_hash)
     assert spool.getvalue() == b"".join(encode_event_line(r) for r in records)
+
+
+async def test_exported_state_lines_are_the_state_rows(
+    ws: writes.CreatedWorkspace, substrate: SubstrateDSNs, admin_pool: asyncpg.Pool
+) -> None:
+    """The database builds the export's state lines (COPY, JSON per row); parsed, they are the
+    rows iter_state_rows reads, texts with every kind of escape included."""
+    for i, payload in enumerate(TRICKY_PAYLOADS):
+        text = json.dumps(payload, ensure_ascii=False)
+        await writes.write(
+            admin_pool,
+            "write_scratchpad_entry",
+            ws.workspace_id,
+            ws.actors["kora"],
+            writes.scratchpad_args(kind="observation", summary=f"tricky {i} {text}", content=text),
+        )
+    with psycopg.connect(substrate.admin) as conn, conn.transaction():
+        audit._tenant_of(conn, ws.workspace_id)
+        spool = io.BytesIO()
+        count = copy_state_lines(conn, ws.workspace_id, spool)
+        expected = sorted(
+            [table.name, key, values]
+            for table in STATE_TABLES
+            for key, values in audit.iter_state_rows(conn, table, ws.workspace_id)
+        )
+    got = sorted(
+        [obj["state_table"], obj["key"], obj["values"]]
+        for obj in map(json.loads, spool.getvalue().splitlines())
+    )
+    assert count == len(got) == len(expected) and got == expected
+    assert any("backslash" in str(row) for row in got)

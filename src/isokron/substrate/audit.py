@@ -35,7 +35,7 @@ from isokron.chain import (
 )
 from isokron.chain.state import STATE_TABLES, StateLedger, StateTable
 from isokron.errors import NotFoundError, SubstrateError
-from isokron.substrate.chain_export import copy_event_lines
+from isokron.substrate.chain_export import canonical_text_sql, copy_event_lines, copy_state_lines
 from isokron.substrate.chain_scan import scan_chain, scan_workers
 from isokron.substrate.database_errors import translate_connect_error
 
@@ -101,18 +101,6 @@ WHERE workspace_id = %s AND tenant_id = %s
   AND (payload_erased OR payload ? 'state' OR event_type = 'substrate.payload.erased')
 ORDER BY seq
 """
-
-
-def canonical_text_sql(column: str, pg_type: str) -> sql.Composable:
-    """The SQL expression of a column's canonical text (docs/chain.md §11), over alias r."""
-    col = sql.SQL("r.{}").format(sql.Identifier(column))
-    if pg_type == "text":
-        return col
-    if pg_type == "timestamp with time zone":
-        return sql.SQL("((extract(epoch FROM {}) * 1000000)::bigint)::text").format(col)
-    if pg_type == "bytea":
-        return sql.SQL("encode({}, 'hex')").format(col)
-    return sql.SQL("{}::text").format(col)
 
 
 def state_rows_query(table: StateTable) -> sql.Composed:
@@ -435,11 +423,7 @@ def export_workspace(
             write_events=lambda spool: copy_event_lines(
                 conn, tenant, workspace_id, spool, progress=progress
             ),
-            state_rows=(
-                (table.name, key, values)
-                for table in STATE_TABLES
-                for key, values in iter_state_rows(conn, table, workspace_id)
-            ),
+            write_state=lambda spool: copy_state_lines(conn, workspace_id, spool),
         )
 
 

@@ -18,8 +18,10 @@ from typing import IO
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 
 from isokron.chain import DIGEST_SIZE, HASH_PREFIX
+from isokron.chain.state import STATE_TABLES, StateTable
 from isokron.errors import ChainError
 
 log = logging.getLogger("isokron.substrate.chain_export")
@@ -102,3 +104,62 @@ def copy_event_lines(
     seq, head_hash = _head(last[last.rfind(b"\n", 0, len(last) - 1) + 1 :])
     log.info("[isokron.export.copy] tenant=%s events=%d head_seq=%d", tenant, count, seq)
     return count, seq, head_hash
+
+
+def canonical_text_sql(column: str, pg_type: str) -> sql.Composable:
+    """The SQL expression of a column's canonical text (docs/chain.md §11), over alias r."""
+    col = sql.SQL("r.{}").format(sql.Identifier(column))
+    if pg_type == "text":
+        return col
+    if pg_type == "timestamp with time zone":
+        return sql.SQL("((extract(epoch FROM {}) * 1000000)::bigint)::text").format(col)
+    if pg_type == "bytea":
+        return sql.SQL("encode({}, 'hex')").format(col)
+    return sql.SQL("{}::text").format(col)
+
+
+def state_lines_copy(table: StateTable) -> sql.Composed:
+    """COPY of one state table's bundle lines (docs/chain.md §6, §11), built by PostgreSQL:
+    the key and canonical texts of ``audit.state_rows_query``, as a JSON object per row."""
+    key = sql.SQL(" || '/' || ").join(
+        sql.SQL("r.{}::text").format(sql.Identifier(k)) for k in table.key_columns
+    )
+    schema, name = table.name.split(".")
+    return sql.SQL(
+        "COPY (SELECT '{{\"state_table\": ' || to_json({tname}::text)::text"
+        " || ', \"key\": ' || to_json({key})::text"
+        " || ', \"values\": ' || json_build_array({cols})::text || '}}'"
+        " FROM {table} r WHERE r.{ws} = {workspace}) TO STDOUT"
+    ).format(
+        tname=sql.Literal(table.name),
+        key=key,
+        cols=sql.SQL(", ").join(canonical_text_sql(c, t) for c, t in table.columns),
+        table=sql.Identifier(schema, name),
+        ws=sql.Identifier(table.ws_column),
+        workspace=sql.Placeholder("workspace"),
+    )
+
+
+def copy_state_lines(conn: psycopg.Connection, workspace_id: str, spool: IO[bytes]) -> int:
+    """Write every live state row's bundle line to ``spool``; return how many."""
+    count = 0
+    for table in STATE_TABLES:
+        count += _copy_lines(conn, state_lines_copy(table), {"workspace": workspace_id}, spool)
+    return count
+
+
+def _copy_lines(
+    conn: psycopg.Connection, statement: sql.Composed, params: dict[str, object], spool: IO[bytes]
+) -> int:
+    """Copy a one-column text COPY to ``spool`` (doubled backslashes undone); return rows."""
+    count, tail = 0, b""
+    with conn.cursor().copy(statement, params) as copy:
+        for block in copy:
+            data = tail + bytes(block)
+            cut = data.rfind(b"\n") + 1
+            lines, tail = data[:cut], data[cut:]
+            spool.write(lines.replace(b"\\\\", b"\\") if b"\\" in lines else lines)
+            count += lines.count(b"\n")
+    if tail:
+        raise ChainError("the database's COPY output ended inside a line")
+    return count
