@@ -421,7 +421,12 @@ def export_workspace(
             workspace_id=workspace_id,
             tenant_id=tenant,
             write_events=lambda spool: copy_event_lines(
-                conn, tenant, workspace_id, spool, progress=progress
+                conn,
+                tenant,
+                workspace_id,
+                spool,
+                progress=progress,
+                parallel=(dsn, scan_workers()),
             ),
             write_state=lambda spool: copy_state_lines(conn, workspace_id, spool),
         )

@@ -1,19 +1,26 @@
-"""The export's event lines, made by PostgreSQL and copied to the file as bytes.
+"""The export's lines, made by PostgreSQL and copied to the file as bytes.
 
 ``isokron export`` writes bundle version 3 (docs/chain.md §6): per event the hex of its hash
-input, the hex of its stored hash and its payload text, tab-separated. PostgreSQL builds exactly
-these fields (the hash input as in :mod:`isokron.substrate.chain_scan`) and sends them with
-``COPY … TO STDOUT`` — whose text format separates columns by a tab and ends rows with a line
-feed, i.e. already is the line — so the exporter does not turn a single row into Python
-objects: it copies blocks of bytes. The one thing COPY's text format changes is the backslash,
-which it doubles; jsonb text holds no control characters (JSON escapes them), so undoing that
-doubling gives the payload text back byte for byte (tested with payloads full of escapes).
+input, the hex of its stored hash and its payload text, tab-separated. PostgreSQL builds
+exactly these lines (the hash input as in :mod:`isokron.substrate.chain_scan`), joins those of
+about 1,000 consecutive events into one value and sends them with ``COPY … TO STDOUT (FORMAT
+binary)``, which changes no byte; the exporter copies the values to the file without turning a
+single event into Python objects. The chain may be cut into seq ranges copied at once on
+connections sharing one snapshot.
+
+The state lines (JSON, one per live row) are built by PostgreSQL too and sent with COPY's text
+format, which doubles each backslash; JSON text holds no raw control characters, so undoing
+that doubling gives the line back byte for byte (tested with texts full of escapes).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 from uuid import UUID
 
@@ -23,6 +30,7 @@ from psycopg import sql
 from isokron.chain import DIGEST_SIZE, HASH_PREFIX
 from isokron.chain.state import STATE_TABLES, StateTable
 from isokron.errors import ChainError
+from isokron.substrate.chain_scan import snapshot_workers
 
 log = logging.getLogger("isokron.substrate.chain_export")
 
@@ -35,22 +43,39 @@ WHERE workspace_id = %(workspace)s AND tenant_id = %(tenant)s
        OR octet_length(this_event_hash) <> 32 OR NOT isfinite(occurred_at))
 ORDER BY seq LIMIT 1
 """
+# Each COPY row is the lines of up to %(group)s consecutive events, aggregated by the server,
+# in COPY's binary format: no escaping, and Python handles one row per ~1,000 events instead
+# of one per event (measured: half the export's Python time, and less server time).
 EXPORT_EVENTS_COPY_SQL = """
 COPY (
-    SELECT encode(%(prefix)s::bytea || (e.prev_event_hash
-               || (uuid_send(e.tenant_id) || (int8send(e.seq)
-               || (uuid_send(e.event_id) || (uuid_send(e.actor_id)
-               || (int8send((extract(epoch FROM e.occurred_at) * 1000000)::bigint)
-               || (int4send(octet_length(convert_to(e.event_type, 'UTF8')))
-               || (convert_to(e.event_type, 'UTF8') || e.payload_digest)))))))), 'hex'),
-           encode(e.this_event_hash, 'hex'),
-           CASE WHEN e.payload_erased THEN '' ELSE e.payload::text END
-    FROM hivex_foundation.event_log e
-    WHERE e.workspace_id = %(workspace)s AND e.tenant_id = %(tenant)s
-    ORDER BY e.seq
-) TO STDOUT
+    SELECT string_agg(l.line, '' ORDER BY l.seq) FROM (
+        SELECT e.seq, (e.seq - %(lo)s) / %(group)s AS g,
+               encode(%(prefix)s::bytea || (e.prev_event_hash
+                   || (uuid_send(e.tenant_id) || (int8send(e.seq)
+                   || (uuid_send(e.event_id) || (uuid_send(e.actor_id)
+                   || (int8send((extract(epoch FROM e.occurred_at) * 1000000)::bigint)
+                   || (int4send(octet_length(convert_to(e.event_type, 'UTF8')))
+                   || (convert_to(e.event_type, 'UTF8') || e.payload_digest)))))))), 'hex')
+               || E'\\t' || encode(e.this_event_hash, 'hex') || E'\\t'
+               || CASE WHEN e.payload_erased THEN '' ELSE e.payload::text END || E'\\n' AS line
+        FROM hivex_foundation.event_log e
+        WHERE e.workspace_id = %(workspace)s AND e.tenant_id = %(tenant)s
+          AND e.seq >= %(lo)s AND e.seq < %(hi)s
+    ) l
+    GROUP BY l.g ORDER BY l.g
+) TO STDOUT (FORMAT binary)
 """
-PROGRESS_EVERY = 100_000
+EVENTS_PER_ROW = 1000
+_BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+# Rows (libpq hands COPY output over one row at a time) joined into one write.
+COPY_BATCH = 4096
+# Events below which a range is not worth a connection of its own.
+MIN_RANGE = 20_000
+SELECT_SEQ_BOUNDS_SQL = """
+SELECT min(seq), max(seq) FROM hivex_foundation.event_log
+WHERE workspace_id = %(workspace)s AND tenant_id = %(tenant)s
+"""
 # Hex digits of the seq inside a line's hash input (bytes 65..72 of §4).
 _SEQ_HEX = slice(2 * 65, 2 * 73)
 
@@ -62,6 +87,109 @@ def _head(line: bytes) -> tuple[int, bytes]:
     return seq, bytes.fromhex(hex_hash.decode("ascii"))
 
 
+class _LineCopier:
+    """Copies COPY output (one block per row from libpq) to a file in large writes, undoing the
+    doubled backslashes; counts the lines and keeps the last one."""
+
+    __slots__ = ("blocks", "count", "last", "out", "tail")
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.blocks: list[bytes | bytearray | memoryview] = []
+        self.count = 0
+        self.last = b""
+        self.tail = b""
+
+    def add(self, block: bytes | bytearray | memoryview) -> bool:
+        """Take one block; True when a batch was written (a moment to report progress)."""
+        self.blocks.append(block)
+        if len(self.blocks) < COPY_BATCH:
+            return False
+        self.flush()
+        return True
+
+    def flush(self) -> None:
+        data = self.tail + b"".join(self.blocks)
+        self.blocks.clear()
+        cut = data.rfind(b"\n") + 1
+        lines, self.tail = data[:cut], data[cut:]
+        if not lines:
+            return
+        # A row never spans a cut, so every doubled backslash is whole here.
+        self.out.write(lines.replace(b"\\\\", b"\\") if b"\\" in lines else lines)
+        self.count += lines.count(b"\n")
+        self.last = lines[lines.rfind(b"\n", 0, len(lines) - 1) + 1 :]
+
+    def finish(self) -> int:
+        self.flush()
+        if self.tail:
+            raise ChainError("the database's COPY output ended inside a line")
+        return self.count
+
+
+class _BinaryRows:
+    """Parses COPY's binary format (one text column) into ``out``: the rows' bytes as they are."""
+
+    __slots__ = ("buf", "count", "header_done", "last", "out")
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.buf = b""
+        self.header_done = False
+        self.count = 0
+        self.last = b""
+
+    def add(self, block: bytes | bytearray | memoryview) -> None:
+        buf = self.buf + bytes(block) if self.buf else bytes(block)
+        pos = 0
+        if not self.header_done:
+            if len(buf) < 19:
+                self.buf = buf
+                return
+            if buf[:11] != _BINARY_SIGNATURE:
+                raise ChainError("the database's COPY output is not in the binary format")
+            pos = 19 + int.from_bytes(buf[15:19], "big")
+            self.header_done = True
+        while len(buf) - pos >= 2:
+            fields = int.from_bytes(buf[pos : pos + 2], "big", signed=True)
+            if fields == -1:  # the trailer
+                pos += 2
+                break
+            if len(buf) - pos < 6:
+                break
+            size = int.from_bytes(buf[pos + 2 : pos + 6], "big", signed=True)
+            if len(buf) - pos - 6 < max(size, 0):
+                break
+            if size > 0:
+                start, end = pos + 6, pos + 6 + size
+                self.out.write(memoryview(buf)[start:end])
+                self.count += buf.count(b"\n", start, end)
+                self.last = buf[max(start, buf.rfind(b"\n", start, end - 1) + 1) : end]
+            pos += 6 + max(size, 0)
+        self.buf = buf[pos:]
+
+    def finish(self) -> int:
+        if self.buf:
+            raise ChainError("the database's COPY output ended inside a row")
+        return self.count
+
+
+def _copy_range(
+    conn: psycopg.Connection,
+    params: dict[str, object],
+    out: IO[bytes],
+    progress: Callable[[int], None] | None,
+) -> tuple[int, bytes]:
+    """COPY one seq range's event lines to ``out``; (count, last line)."""
+    rows = _BinaryRows(out)
+    with conn.cursor().copy(EXPORT_EVENTS_COPY_SQL, params) as copy:
+        for block in copy:
+            rows.add(block)
+            if progress is not None:
+                progress(rows.count)
+    return rows.finish(), rows.last
+
+
 def copy_event_lines(
     conn: psycopg.Connection,
     tenant: UUID,
@@ -69,41 +197,86 @@ def copy_event_lines(
     spool: IO[bytes],
     *,
     progress: Callable[[int], None] | None = None,
+    parallel: tuple[str, int] | None = None,
 ) -> tuple[int, int | None, bytes | None]:
     """Write the tenant's version-3 event lines to ``spool``; return (count, head_seq,
     head_hash). Raises ChainError (nothing written that matters: the caller's spool is
-    discarded) when an event cannot be exported."""
-    params = {"workspace": workspace_id, "tenant": tenant, "prefix": HASH_PREFIX}
+    discarded) when an event cannot be exported. With ``parallel`` = (dsn, n) the chain is
+    cut into n seq ranges copied at once on connections sharing ``conn``'s snapshot (``conn``
+    in a REPEATABLE READ transaction), the later ranges through temporary files."""
+    params: dict[str, object] = {"workspace": workspace_id, "tenant": tenant}
     bad = conn.execute(SELECT_UNEXPORTABLE_SQL, params).fetchone()
     if bad is not None:
         raise ChainError(
             f"event seq {bad[0]}: a hash or digest is not {DIGEST_SIZE} bytes, or its "
             "occurred_at is not a finite time — the event was damaged; `isokron verify` names it"
         )
-    count, reported, tail, last = 0, 0, b"", b""
-    write = spool.write
-    with conn.cursor().copy(EXPORT_EVENTS_COPY_SQL, params) as copy:
-        for block in copy:
-            data = tail + bytes(block)
-            cut = data.rfind(b"\n") + 1
-            if not cut:
-                tail = data
-                continue
-            lines, tail = data[:cut], data[cut:]
-            # A row never spans a cut, so every doubled backslash is whole here.
-            write(lines.replace(b"\\\\", b"\\") if b"\\" in lines else lines)
-            count += lines.count(b"\n")
-            last = lines
-            if progress is not None and count - reported >= PROGRESS_EVERY:
-                reported = count
-                progress(count)
-    if tail:
-        raise ChainError("the database's COPY output ended inside a line")
-    if not count:
+    bounds = conn.execute(SELECT_SEQ_BOUNDS_SQL, params).fetchone()
+    if bounds is None or bounds[0] is None:
         return 0, None, None
-    seq, head_hash = _head(last[last.rfind(b"\n", 0, len(last) - 1) + 1 :])
+    first, last = int(bounds[0]), int(bounds[1])
+    ways = 1 if parallel is None else max(1, min(parallel[1], (last - first) // MIN_RANGE))
+    step = (last - first) // ways + 1
+    ranges = [
+        {
+            **params,
+            "prefix": HASH_PREFIX,
+            "group": EVENTS_PER_ROW,
+            "lo": first + i * step,
+            "hi": first + (i + 1) * step,
+        }
+        for i in range(ways)
+    ]
+    ranges[-1]["hi"] = last + 1
+    if ways == 1:
+        count, tail_line = _copy_range(conn, ranges[0], spool, progress)
+    else:
+        assert parallel is not None
+        count, tail_line = _copy_parallel(conn, parallel[0], ranges, spool, progress)
+    seq, head_hash = _head(tail_line)
     log.info("[isokron.export.copy] tenant=%s events=%d head_seq=%d", tenant, count, seq)
     return count, seq, head_hash
+
+
+def _copy_parallel(
+    conn: psycopg.Connection,
+    dsn: str,
+    ranges: list[dict[str, object]],
+    spool: IO[bytes],
+    progress: Callable[[int], None] | None,
+) -> tuple[int, bytes]:
+    """Copy each range on its own connection at once; append them to ``spool`` in order."""
+    workers = snapshot_workers(conn, dsn, str(ranges[0]["workspace"]), len(ranges) - 1)
+    lock, done = threading.Lock(), [0] * len(ranges)
+
+    def report(index: int) -> Callable[[int], None]:
+        def seen(n: int) -> None:
+            with lock:
+                done[index] = n
+                if progress is not None:
+                    progress(sum(done))
+
+        return seen
+
+    files = [spool] + [tempfile.TemporaryFile() for _ in ranges[1:]]
+    try:
+        with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+            results = list(
+                pool.map(
+                    lambda i: _copy_range([conn, *workers][i], ranges[i], files[i], report(i)),
+                    range(len(ranges)),
+                )
+            )
+        for extra in files[1:]:
+            extra.seek(0)
+            shutil.copyfileobj(extra, spool, 1 << 20)
+    finally:
+        for extra in files[1:]:
+            extra.close()
+        for worker in workers:
+            worker.close()
+    last = next((tail for n, tail in reversed(results) if n), b"")
+    return sum(n for n, _ in results), last
 
 
 def canonical_text_sql(column: str, pg_type: str) -> sql.Composable:
@@ -152,14 +325,8 @@ def _copy_lines(
     conn: psycopg.Connection, statement: sql.Composed, params: dict[str, object], spool: IO[bytes]
 ) -> int:
     """Copy a one-column text COPY to ``spool`` (doubled backslashes undone); return rows."""
-    count, tail = 0, b""
+    copier = _LineCopier(spool)
     with conn.cursor().copy(statement, params) as copy:
         for block in copy:
-            data = tail + bytes(block)
-            cut = data.rfind(b"\n") + 1
-            lines, tail = data[:cut], data[cut:]
-            spool.write(lines.replace(b"\\\\", b"\\") if b"\\" in lines else lines)
-            count += lines.count(b"\n")
-    if tail:
-        raise ChainError("the database's COPY output ended inside a line")
-    return count
+            copier.add(block)
+    return copier.finish()

@@ -202,7 +202,7 @@ def _run_chunk(conn: psycopg.Connection, params: dict[str, Any], lo: int, hi: in
     return _Chunk(rows, events, (last_row[0], bytes(last_row[7])))
 
 
-def _worker_connections(
+def snapshot_workers(
     conn: psycopg.Connection, dsn: str, workspace_id: str, count: int
 ) -> list[psycopg.Connection]:
     """``count`` connections whose transactions see the caller's snapshot (pg_export_snapshot)."""
@@ -249,7 +249,7 @@ def _run_chunks(
     if extra <= 0:
         return [report(_run_chunk(conn, params, lo, hi)) for lo, hi in bounds]
     assert parallel is not None
-    workers = [conn, *_worker_connections(conn, parallel[0], params["workspace"], extra)]
+    workers = [conn, *snapshot_workers(conn, parallel[0], params["workspace"], extra)]
     free: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
     for worker in workers:
         free.put(worker)
