@@ -161,6 +161,14 @@ def _feed_ledger(state: V3Walk, inp: bytes, payload: bytes) -> None:
     state.state_seconds += time.perf_counter() - started
 
 
+def _expected_start(tenant: bytes, head_seq: int, head_hash: bytes) -> bytes:
+    """Bytes 0..72 of the hash input of the event after the head (b"" if none can follow)."""
+    try:
+        return HASH_PREFIX + head_hash + tenant + _INT64.pack(head_seq + 1)
+    except struct.error:
+        return b""
+
+
 def walk_v3_events(
     lines: Iterable[bytes],
     walk: ChainWalk,
@@ -182,10 +190,13 @@ def walk_v3_events(
     """
     assert walk.tenant is not None, "a version-3 walk needs the header's tenant"
     sha256, unhex, from_bytes = hashlib.sha256, binascii.unhexlify, int.from_bytes
+    pack = _INT64.pack
     tenant, prefix, fixed = walk.tenant.bytes, HASH_PREFIX, FIXED_INPUT_BYTES
     cp_seqs = walk.checkpoint_seqs()
     check = walk.check_payloads
     head_seq, head_hash, count = walk.head_seq, walk.head_hash, walk.count
+    # The first 73 bytes the next event's hash input must have: prefix, head hash, tenant, seq.
+    expect = _expected_start(tenant, head_seq, head_hash)
     after_state = False
     for lineno, line in enumerate(lines, first_lineno):
         if line[:1] == b"{":
@@ -206,15 +217,16 @@ def walk_v3_events(
         n = len(inp)
         if (
             sha256(inp).digest() == this
-            and inp[_PREV:_TENANT] == head_hash
-            and inp[_TENANT:_SEQ] == tenant
-            and from_bytes(inp[_SEQ:_EVENT], "big", signed=True) == head_seq + 1
-            and inp[:_PREV] == prefix
+            and inp[:_EVENT] == expect
             and n == fixed + from_bytes(inp[_TYPE_LEN:_TYPE], "big")
             and (not payload or not check or sha256(payload).digest() == inp[n - DIGEST_SIZE :])
             and (not cp_seqs or head_seq + 1 not in cp_seqs)
         ):
             head_seq, head_hash, count = head_seq + 1, this, count + 1
+            try:
+                expect = prefix + this + tenant + pack(head_seq + 1)
+            except struct.error:  # the next seq does not fit in 64 bits: no event can follow
+                expect = b""
         else:
             if len(this) != DIGEST_SIZE:
                 raise fail(lineno, f"this_event_hash must be {2 * DIGEST_SIZE} hex digits")
@@ -225,6 +237,7 @@ def walk_v3_events(
             walk.head_seq, walk.head_hash, walk.count = head_seq, head_hash, count
             walk.feed(record)
             head_seq, head_hash, count = walk.head_seq, walk.head_hash, walk.count
+            expect = _expected_start(tenant, head_seq, head_hash)
         if (
             not payload
             or b"state" in payload
