@@ -27,6 +27,7 @@ from isokron.chain import (
     verify_bundle,
     write_bundle,
 )
+from isokron.chain.bundle import HEADER_RESERVE
 from isokron.chain.bundle_v3 import decode_event_line, encode_event_line
 from isokron.errors import ChainError
 
@@ -253,3 +254,29 @@ def test_documented_v3_test_vector() -> None:
     )
     assert encode_event_line(record) == documented
     assert decode_event_line(documented) == record
+
+
+def test_written_in_place_with_a_padded_header(tmp_path: Path) -> None:
+    """A version-3 bundle is written once: its header line is padded with spaces to a fixed
+    reserve (valid JSON); a header longer than the reserve still makes a correct file; a
+    failure leaves no file."""
+    path = tmp_path / "t.jsonl"
+    _write(path, bundle_chain(3), 3)
+    first = path.read_bytes().split(b"\n", 1)[0]
+    assert len(first) == HEADER_RESERVE and first.endswith(b" ")
+    assert json.loads(first)["event_count"] == 3 and verify_bundle(path).ok
+    assert path.stat().st_mode & 0o777 == 0o600
+
+    long_name = tmp_path / "long.jsonl"
+    write_bundle(long_name, workspace_id="w" * 2000, tenant_id=TENANT, records=bundle_chain(3))
+    header, records = read_bundle(long_name)
+    assert header.workspace_id == "w" * 2000 and len(list(records)) == 3
+    assert not long_name.read_bytes().split(b"\n", 1)[0].endswith(b" ")
+
+    def exploding() -> Any:
+        yield from bundle_chain(4)[:2]
+        raise RuntimeError("connection lost")
+
+    with pytest.raises(RuntimeError):
+        write_bundle(tmp_path / "x.jsonl", workspace_id="a", tenant_id=TENANT, records=exploding())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.jsonl", "t.jsonl"]

@@ -35,7 +35,11 @@ from isokron.chain import (
 )
 from isokron.chain.state import STATE_TABLES, StateLedger, StateTable
 from isokron.errors import NotFoundError, SubstrateError
-from isokron.substrate.chain_export import canonical_text_sql, copy_event_lines, copy_state_lines
+from isokron.substrate.chain_export import (
+    BackgroundStateLines,
+    canonical_text_sql,
+    copy_event_lines,
+)
 from isokron.substrate.chain_scan import scan_chain, scan_workers
 from isokron.substrate.database_errors import translate_connect_error
 
@@ -412,24 +416,30 @@ def export_workspace(
     dsn: str, workspace_id: str, target: Any, *, progress: Callable[[int], None] | None = None
 ) -> BundleHeader:
     """Write the workspace's chain and its live state rows to an export bundle, version 3
-    (one snapshot; see docs/chain.md §6 and §11). The event lines come from PostgreSQL
-    (:mod:`isokron.substrate.chain_export`); ``progress`` gets the running count of events."""
+    (one snapshot; see docs/chain.md §6 and §11). The event and state lines come from
+    PostgreSQL (:mod:`isokron.substrate.chain_export`), the events on one connection per CPU
+    and the state lines on another at the same time; ``progress`` gets the running count of
+    events."""
     with _connect(dsn, snapshot=True) as conn, conn.transaction():
         tenant = _tenant_of(conn, workspace_id)
-        return write_bundle(
-            target,
-            workspace_id=workspace_id,
-            tenant_id=tenant,
-            write_events=lambda spool: copy_event_lines(
-                conn,
-                tenant,
-                workspace_id,
-                spool,
-                progress=progress,
-                parallel=(dsn, scan_workers()),
-            ),
-            write_state=lambda spool: copy_state_lines(conn, workspace_id, spool),
-        )
+        state = BackgroundStateLines(conn, dsn, workspace_id)  # meanwhile, on its own connection
+        try:
+            return write_bundle(
+                target,
+                workspace_id=workspace_id,
+                tenant_id=tenant,
+                write_events=lambda spool: copy_event_lines(
+                    conn,
+                    tenant,
+                    workspace_id,
+                    spool,
+                    progress=progress,
+                    parallel=(dsn, scan_workers()),
+                ),
+                write_state=state.write_to,
+            )
+        finally:
+            state.close()
 
 
 def make_checkpoint(dsn: str, workspace_id: str) -> Checkpoint:

@@ -330,3 +330,27 @@ def _copy_lines(
         for block in copy:
             copier.add(block)
     return copier.finish()
+
+
+class BackgroundStateLines:
+    """The state lines copied on a connection of their own (sharing ``conn``'s snapshot) into a
+    temporary file while the events are copied; ``write_to`` appends them to the bundle."""
+
+    def __init__(self, conn: psycopg.Connection, dsn: str, workspace_id: str) -> None:
+        self._worker = snapshot_workers(conn, dsn, workspace_id, 1)[0]
+        self._file = tempfile.TemporaryFile()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._future = self._pool.submit(copy_state_lines, self._worker, workspace_id, self._file)
+
+    def write_to(self, spool: IO[bytes]) -> int:
+        """Wait for the copy; append its lines to ``spool``; return how many."""
+        count = self._future.result()
+        self._file.seek(0)
+        shutil.copyfileobj(self._file, spool, 1 << 20)
+        return count
+
+    def close(self) -> None:
+        """Release the connection and the file (after ``write_to``, or on failure)."""
+        self._pool.shutdown(wait=True)
+        self._file.close()
+        self._worker.close()
