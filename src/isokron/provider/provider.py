@@ -13,7 +13,8 @@ Hooks and what they do:
 * ``initialize`` — config, workspace, session id; starts the reads and the gateway session in
   the background.
 * ``system_prompt_block`` — the §1–§6 identity block (charter fails closed).
-* ``on_turn_start`` — warms all seven reads at once.
+* ``on_turn_start`` — keeps the session context fresh (one statement, in the background once
+  the cache has expired: the previous values are served meanwhile).
 * ``prefetch`` — knowledge-graph nodes matching the user's message.
 * ``sync_turn`` — a turn that names a capability (``cap_…``) becomes a scratchpad entry.
 * ``on_memory_write`` — mirrors a built-in memory write as a ``reasoning_trail`` entry.
@@ -253,11 +254,13 @@ class IsoKronMemoryProvider(HostMemoryProvider):
 
     @_hook()
     def on_turn_start(self, turn_number: int, message: str, **kwargs: Any) -> None:
-        """Warm every read at once (only those the cache does not hold fresh); follow the model
-        Hermes reports (``model=``), whose family sets the prompt block's token ceiling."""
+        """Keep the reads fresh: nothing to do while the cache is fresh; once it has expired
+        the previous values are served while one statement re-reads them in the background
+        (the turn does not wait; a cold cache is read now). Follow the model Hermes reports
+        (``model=``), whose family sets the prompt block's token ceiling."""
         self._state.start_turn(turn_number, kwargs.get("model"))
         if self._res is not None:
-            self._res.reader.warm(self._res.workspace_id)
+            self._res.reader.refresh(self._res.workspace_id)
 
     @_hook(default="")
     def prefetch(self, query: str, *, session_id: str = "") -> str:
