@@ -248,3 +248,39 @@ async def test_read_limits_come_from_verified_policies_when_asked(
         reader_pool, ws.workspace_id, scratchpad_limit=50, event_limit=50
     )
     assert len(given.own_scratchpad) == 3 and len(given.recent_events) > 1
+
+
+async def test_recall_in_one_statement_is_the_search_of_active_nodes(
+    make_workspace: Callable, admin_pool: asyncpg.Pool, reader_pool: asyncpg.Pool
+) -> None:
+    ws = await make_workspace("recall")
+    other = await make_workspace("recall-other")
+    for w, title in ((ws, "durable export order"), (ws, "export retention"), (other, "export")):
+        await writes.write(
+            admin_pool,
+            "iso_node_create",
+            w.workspace_id,
+            w.actors["kora"],
+            {"node_type": "decision", "title": title, "content": "the export runs first"},
+        )
+    for query in ("export", "durable or retention", "absent"):
+        recalled = await reads.recall_nodes(reader_pool, ws.workspace_id, query, limit=5)
+        searched = await reads.search_iso_nodes(reader_pool, ws.workspace_id, query, limit=5)
+        assert recalled == searched
+    assert len(await reads.recall_nodes(reader_pool, ws.workspace_id, "export", limit=5)) == 2
+    assert len(await reads.recall_nodes(reader_pool, ws.workspace_id, "export", limit=1)) == 1
+
+
+async def test_a_reads_only_pool_keeps_nothing_between_reads(
+    workspace: writes.CreatedWorkspace, substrate: SubstrateDSNs
+) -> None:
+    pool = await connection.create_pool(substrate.reader, min_size=1, max_size=1, reads_only=True)
+    try:
+        await reads.read_session_parts(pool, workspace.workspace_id)
+        await reads.read_policy_registry(pool, workspace.workspace_id)
+        await reads.recall_nodes(pool, workspace.workspace_id, "anything")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM public.kora_policy_registry") == 0
+    finally:
+        await pool.close()

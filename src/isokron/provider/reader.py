@@ -239,6 +239,7 @@ class SubstrateReader:
                     max_size=POOL_MAX_SIZE,
                     timeout=self._connect_timeout,
                     command_timeout=self.timeout,
+                    reads_only=True,
                 )
             return self._pool
 

@@ -413,6 +413,22 @@ async def search_iso_nodes(
     return tuple(_node(r) for r in rows)
 
 
+# One statement (migration 0071): the same search of active nodes, scoped by the function.
+RECALL_NODES_SQL = "SELECT * FROM isokron.recall_nodes($1, $2, $3)"
+
+
+async def recall_nodes(
+    db: Executor, workspace_id: str, query: str, *, limit: int = 5
+) -> tuple[IsoNode, ...]:
+    """Active nodes matching ``query`` (full text), newest first: :func:`search_iso_nodes` for
+    active nodes, in one round trip (the provider's per-turn recall; reader role)."""
+    try:
+        rows = await db.fetch(RECALL_NODES_SQL, workspace_id, query, limit)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+    return tuple(_node(r) for r in rows)
+
+
 # ---------------------------------------------------------------- escalations and proposals
 SELECT_ESCALATIONS_SQL = """
 SELECT escalation_id, actor_id, tool, rule_id, reason, status, created_at, decided_at, decision_note
