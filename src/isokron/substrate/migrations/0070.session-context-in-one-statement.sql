@@ -25,20 +25,37 @@ CREATE INDEX IF NOT EXISTS idx_scratchpad_actor_shared_recent
 
 -- JSONB values travel as their text (asyncpg decodes composites in binary only, and the
 -- connections decode JSONB as text through json.loads): the caller parses them.
-CREATE TYPE isokron.session_charter AS (
-    charter_id UUID, version INTEGER, content_md TEXT, content_jsonb TEXT, content_hash TEXT,
-    verified BOOLEAN);
-CREATE TYPE isokron.session_policy AS (
-    policy_key TEXT, policy_value TEXT, description TEXT, verified BOOLEAN);
-CREATE TYPE isokron.session_capability AS (cap_name TEXT, granted BOOLEAN, verified BOOLEAN);
-CREATE TYPE isokron.session_scratchpad_entry AS (
-    entry_id UUID, actor_id UUID, actor_kind TEXT, actor_label TEXT, kind TEXT,
-    visibility_scope TEXT, summary TEXT, content TEXT, content_uri TEXT, content_hash TEXT,
-    status TEXT, session_id TEXT, created_at TIMESTAMPTZ, approved_event_id UUID);
-CREATE TYPE isokron.session_event AS (
-    event_id UUID, seq BIGINT, event_type TEXT, occurred_at TIMESTAMPTZ, payload_text TEXT);
-CREATE TYPE isokron.session_constitution AS (
-    revision_id UUID, revision_number INTEGER, rules TEXT, rules_hash BYTEA);
+-- (Re-)running the migration keeps the types: CREATE TYPE has no IF NOT EXISTS.
+DO $types$
+BEGIN
+    IF to_regtype('isokron.session_charter') IS NULL THEN
+        CREATE TYPE isokron.session_charter AS (
+            charter_id UUID, version INTEGER, content_md TEXT, content_jsonb TEXT, content_hash TEXT,
+            verified BOOLEAN);
+    END IF;
+    IF to_regtype('isokron.session_policy') IS NULL THEN
+        CREATE TYPE isokron.session_policy AS (
+            policy_key TEXT, policy_value TEXT, description TEXT, verified BOOLEAN);
+    END IF;
+    IF to_regtype('isokron.session_capability') IS NULL THEN
+        CREATE TYPE isokron.session_capability AS (cap_name TEXT, granted BOOLEAN, verified BOOLEAN);
+    END IF;
+    IF to_regtype('isokron.session_scratchpad_entry') IS NULL THEN
+        CREATE TYPE isokron.session_scratchpad_entry AS (
+            entry_id UUID, actor_id UUID, actor_kind TEXT, actor_label TEXT, kind TEXT,
+            visibility_scope TEXT, summary TEXT, content TEXT, content_uri TEXT, content_hash TEXT,
+            status TEXT, session_id TEXT, created_at TIMESTAMPTZ, approved_event_id UUID);
+    END IF;
+    IF to_regtype('isokron.session_event') IS NULL THEN
+        CREATE TYPE isokron.session_event AS (
+            event_id UUID, seq BIGINT, event_type TEXT, occurred_at TIMESTAMPTZ, payload_text TEXT);
+    END IF;
+    IF to_regtype('isokron.session_constitution') IS NULL THEN
+        CREATE TYPE isokron.session_constitution AS (
+            revision_id UUID, revision_number INTEGER, rules TEXT, rules_hash BYTEA);
+    END IF;
+END
+$types$;
 
 -- A read limit from the (verified) policies: a whole number >= 0, else NULL (the caller's).
 CREATE OR REPLACE FUNCTION isokron.session_read_limit(p_policies isokron.session_policy[],
