@@ -259,17 +259,44 @@ async def read_cross_agent_scratchpad(
     return tuple(scratchpad_entry_from_row(r) for r in rows)
 
 
+# Entries built from rows, by entry id, with the row they were built from: a session context
+# re-read every TTL returns mostly the same entries, and an identical row gives an identical
+# entry (drift included), so it is not hashed and built again. Bounded; shared by threads (one
+# dict operation at a time).
+_ENTRY_MEMO: dict[Any, tuple[tuple[Any, ...], ScratchpadEntry]] = {}
+_ENTRY_MEMO_MAX = 4096
+
+
 def scratchpad_entry_from_row(r: asyncpg.Record) -> ScratchpadEntry:
     """Build an entry, checking inline content against its BLAKE3 (warn-only, invariant 5)."""
+    raw = tuple(r.values())
+    memo = _ENTRY_MEMO.get(r["entry_id"])
+    if memo is not None and memo[0] == raw:
+        entry = memo[1]
+        if entry.drifted:
+            _log_drift(entry.entry_id)
+        return entry
+    entry = _build_scratchpad_entry(r)
+    if len(_ENTRY_MEMO) >= _ENTRY_MEMO_MAX:
+        _ENTRY_MEMO.clear()
+    _ENTRY_MEMO[entry.entry_id] = (raw, entry)
+    return entry
+
+
+def _log_drift(entry_id: Any) -> None:
+    log.warning(
+        "[isokron.reads.scratchpad_drift] entry %s content does not match its BLAKE3 hash",
+        entry_id,
+    )
+
+
+def _build_scratchpad_entry(r: asyncpg.Record) -> ScratchpadEntry:
     drifted = False
     if r["content_uri"] is None and r["content"] is not None:
         actual = blake3.blake3(r["content"].encode("utf-8")).hexdigest()
         if actual != r["content_hash"]:
             drifted = True
-            log.warning(
-                "[isokron.reads.scratchpad_drift] entry %s content does not match its BLAKE3 hash",
-                r["entry_id"],
-            )
+            _log_drift(r["entry_id"])
     return ScratchpadEntry(
         entry_id=r["entry_id"],
         actor_id=r["actor_id"],
