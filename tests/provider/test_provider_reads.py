@@ -154,11 +154,15 @@ def test_an_expired_cache_is_served_while_one_statement_refreshes_it_in_the_back
     try:
         blocker.execute("LOCK TABLE public.kora_policy_registry IN ACCESS EXCLUSIVE MODE")
         clock.now += 61
-        provider.on_turn_start(2, "hi")  # returns although the refresh cannot finish yet
+        provider.on_turn_start(2, "hi")  # the refresh is due: it starts after prefetch
+        provider.prefetch("hi")
+        provider.sync_turn("hi", "a reply naming no capability")
+        # The turn's hooks returned although the refresh cannot finish yet.
         assert not reader.breaker.down
         assert not cache.has(ws.workspace_id, names.POLICIES)
         assert cache.get_stale(ws.workspace_id, names.POLICIES) is before  # served meanwhile
-        provider.on_turn_start(3, "hi")  # joins the refresh under way; no second one
+        provider.on_turn_start(3, "hi")
+        provider.sync_turn("hi", "no prefetch this turn: sync_turn starts what is due")
     finally:
         blocker.rollback()
         blocker.close()

@@ -126,17 +126,16 @@ class SubstrateReader:
         except LoopClosedError:
             return False
 
-    def refresh(self, workspace_id: str) -> bool:
-        """Keep every read fresh without making the caller wait when it need not: with every
-        value read before, expired ones are served as they are while one statement re-reads
-        them in the background (on the loop); otherwise this is :meth:`warm`. Returns True
-        when nothing had expired."""
+    def needs_refresh(self, workspace_id: str) -> bool:
+        """True when every read has a value but some have expired: they can be served as they
+        are while :meth:`warm_in_background` re-reads them. A read that never succeeded is read
+        now (the caller waits, bounded); then, or when all is fresh, False."""
         if all(self.cache.has(workspace_id, n) for n in names.ALL_READS):
-            return True
+            return False
         if any(self.cache.get_stale(workspace_id, n) is None for n in names.ALL_READS):
-            return self.warm(workspace_id)
-        self.warm_in_background(workspace_id)
-        return False
+            self.warm(workspace_id)
+            return False
+        return True
 
     def warm_in_background(self, workspace_id: str) -> None:
         """Start reading what is not fresh without waiting for it (e.g. from ``initialize``)."""
