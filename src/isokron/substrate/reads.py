@@ -2,6 +2,9 @@
 
 Every read runs in a transaction that first sets ``app.current_workspace_id`` (row-level
 security then shows that workspace alone). Reads take a connection, or a pool and borrow one.
+The session context (:func:`read_session_parts`) and the provider's recall (:func:`recall_nodes`)
+are one statement each: a SECURITY INVOKER function that sets the workspace for its own
+transaction (migrations 0070, 0071), one round trip.
 """
 
 from __future__ import annotations
