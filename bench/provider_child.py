@@ -7,7 +7,9 @@ line of JSON with the timings (seconds) on stdout.
 
 Per turn a Hermes session calls ``on_turn_start`` (main thread), ``prefetch`` (a short-lived
 thread) and ``sync_turn`` (the sync worker); here they are called back to back on one thread
-and their sum is the per-turn overhead. The reply does not name a capability, so IsoKron's
+and their sum is the per-turn overhead (``turn_cpu``: the process's CPU time over the same
+span, every thread, e.g. a background refresh started in it). The reply does not name a
+capability, so IsoKron's
 ``sync_turn`` writes nothing (a turn that writes is timed separately).
 """
 
@@ -49,12 +51,20 @@ def _time(fn: Callable[[], Any]) -> float:
 def _turns(
     provider: Any, samples: int, before: Callable[[], None], reply: str = REPLY
 ) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"on_turn_start": [], "prefetch": [], "sync_turn": [], "turn": []}
+    out: dict[str, list[float]] = {
+        "on_turn_start": [],
+        "prefetch": [],
+        "sync_turn": [],
+        "turn": [],
+        "turn_cpu": [],
+    }
     for i in range(samples):
         before()
+        cpu = time.process_time()
         a = _time(lambda i=i: provider.on_turn_start(i + 1, USER_MESSAGE))
         b = _time(lambda: provider.prefetch(USER_MESSAGE, session_id=""))
         c = _time(lambda: provider.sync_turn(USER_MESSAGE, reply, session_id="bench-session"))
+        out["turn_cpu"].append(time.process_time() - cpu)
         out["on_turn_start"].append(a)
         out["prefetch"].append(b)
         out["sync_turn"].append(c)

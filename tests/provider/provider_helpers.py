@@ -284,6 +284,10 @@ class TcpProxy:
     def stop(self) -> None:
         """Close the listener and every forwarded connection (the server 'goes away')."""
         if self._listener is not None:
+            # shutdown() wakes the accept() blocked in _accept; close() alone leaves it waiting on
+            # the open socket, and the first connection after stop() would still get through.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -17,12 +17,12 @@ from isokron.substrate import reads
 from isokron.substrate.connection import create_pool
 from isokron.substrate.models import KoraSessionContext, ScratchpadEntry
 
-CONTEXT_POOL_SIZE = 7  # one connection per read, all at once
+CONTEXT_POOL_SIZE = 1  # the session context is one statement
 
 
 async def render_context_async(dsn: str, workspace_id: str) -> tuple[str, dict[str, Any]]:
     """See :func:`render_context`."""
-    pool = await create_pool(dsn, min_size=1, max_size=CONTEXT_POOL_SIZE)
+    pool = await create_pool(dsn, min_size=1, max_size=CONTEXT_POOL_SIZE, reads_only=True)
     try:
         ctx = await reads.assemble_session_context(pool, workspace_id)
     finally:

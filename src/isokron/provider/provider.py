@@ -13,7 +13,8 @@ Hooks and what they do:
 * ``initialize`` — config, workspace, session id; starts the reads and the gateway session in
   the background.
 * ``system_prompt_block`` — the §1–§6 identity block (charter fails closed).
-* ``on_turn_start`` — warms all seven reads at once.
+* ``on_turn_start`` — keeps the session context fresh (one statement; once the cache has
+  expired, in the background after ``prefetch``: the previous values are served meanwhile).
 * ``prefetch`` — knowledge-graph nodes matching the user's message.
 * ``sync_turn`` — a turn that names a capability (``cap_…``) becomes a scratchpad entry.
 * ``on_memory_write`` — mirrors a built-in memory write as a ``reasoning_trail`` entry.
@@ -134,6 +135,9 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         self._logged: set[str] = set()
         self._log_lock = threading.Lock()
         self._shut_down = False
+        #: Set by ``on_turn_start`` when the cache has expired; the refresh starts after
+        #: ``prefetch`` (or at ``sync_turn``).
+        self._refresh_due = False
 
     # ------------------------------------------------------------------ the open session's parts
     @property
@@ -253,11 +257,15 @@ class IsoKronMemoryProvider(HostMemoryProvider):
 
     @_hook()
     def on_turn_start(self, turn_number: int, message: str, **kwargs: Any) -> None:
-        """Warm every read at once (only those the cache does not hold fresh); follow the model
-        Hermes reports (``model=``), whose family sets the prompt block's token ceiling."""
+        """Keep the reads fresh: nothing to do while the cache is fresh; once it has expired
+        the previous values are served while one statement re-reads them in the background,
+        started when ``prefetch`` has answered (so the refresh overlaps the model call, not
+        this turn's hooks; ``sync_turn`` starts it if no ``prefetch`` came). A cold cache is
+        read now. Follow the model Hermes reports (``model=``), whose family sets the prompt
+        block's token ceiling."""
         self._state.start_turn(turn_number, kwargs.get("model"))
-        if self._res is not None:
-            self._res.reader.warm(self._res.workspace_id)
+        if self._res is not None and self._res.reader.needs_refresh(self._res.workspace_id):
+            self._refresh_due = True
 
     @_hook(default="")
     def prefetch(self, query: str, *, session_id: str = "") -> str:
@@ -270,6 +278,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             res.cache, res.reader, res.workspace_id, self._state.model
         )
         recall = res.recall(query)
+        self._start_due_refresh()
         return "\n\n".join(part for part in (identity, recall) if part)
 
     def queue_prefetch(self, query: str, *, session_id: str = "") -> None:
@@ -287,6 +296,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         messages: list[dict[str, Any]] | None = None,
     ) -> None:
         """A turn whose reply names a capability (``cap_…``) becomes a scratchpad entry."""
+        self._start_due_refresh()
         if self._may_write("sync_turn"):
             session = session_id or self._state.session_id
             self._hook_writes().turn(session, user_content, assistant_content)
@@ -384,6 +394,13 @@ class IsoKronMemoryProvider(HostMemoryProvider):
             res.release(self._loop, flush=flush, flush_seconds=_REPLACE_FLUSH_SECONDS)
 
     # ------------------------------------------------------------------ helpers
+    def _start_due_refresh(self) -> None:
+        """Start the background refresh ``on_turn_start`` found due (at most one runs)."""
+        res = self._res
+        if self._refresh_due and res is not None:
+            self._refresh_due = False
+            res.reader.warm_in_background(res.workspace_id)
+
     def _may_write(self, hook: str) -> bool:
         if self.writes_enabled:
             return True

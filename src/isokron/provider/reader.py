@@ -45,8 +45,8 @@ log = logging.getLogger("isokron.provider.reader")
 T = TypeVar("T")
 
 KORA = "kora"
-#: One pooled connection per read of the warm-up, which runs them all at once.
-POOL_MAX_SIZE = len(names.ALL_READS)
+#: The session context is one statement; tools and recall may run beside a refresh.
+POOL_MAX_SIZE = 3
 #: A workspace policy that caps how long the provider may serve reads from its cache.
 CACHE_TTL_POLICY = "policy.kora_cache_ttl_seconds"
 _CLOSE_SECONDS = 3.0
@@ -72,34 +72,10 @@ class _NoConstitution:
 _NO_CONSTITUTION = _NoConstitution()
 
 
-Reader = Callable[[asyncpg.Pool, str, Mapping[str, Any]], Awaitable[Any]]
-
-
 def read_limit(policy_values: Mapping[str, Any], key: str) -> int:
-    """A warm-up read's row limit: the workspace's policy, else its seeded value."""
+    """A read's row limit: the workspace's policy, else its seeded value."""
     value = whole_number(policy_values, key)
     return int(POLICIES[key].default) if value is None else value
-
-
-#: The seven reads of a session, by cache name (all from the shared reads module); each gets
-#: the workspace's policy values (for the read limits).
-READS: dict[str, Reader] = {
-    names.CHARTER: lambda pool, ws, _p: reads.read_active_role_charter(pool, ws),
-    names.POLICIES: lambda pool, ws, _p: reads.read_policy_registry(pool, ws),
-    names.CAPABILITIES: lambda pool, ws, _p: reads.read_capability_row(pool, ws, KORA),
-    names.OWN_SCRATCHPAD: lambda pool, ws, p: reads.read_own_scratchpad(
-        pool, ws, KORA, read_limit(p, SCRATCHPAD_READ_LIMIT)
-    ),
-    names.CROSS_SCRATCHPAD: lambda pool, ws, p: reads.read_cross_agent_scratchpad(
-        pool, ws, KORA, read_limit(p, SCRATCHPAD_READ_LIMIT)
-    ),
-    names.EVENTS: lambda pool, ws, p: reads.read_recent_events(
-        pool, ws, limit=read_limit(p, RECENT_EVENT_READ_LIMIT)
-    ),
-    names.CONSTITUTION: lambda pool, ws, _p: reads.read_active_constitution(pool, ws),
-}
-#: Reads whose size a policy sets: the policies are read before them on a cold cache.
-LIMITED_READS = frozenset({names.OWN_SCRATCHPAD, names.CROSS_SCRATCHPAD, names.EVENTS})
 
 
 class SubstrateReader:
@@ -150,14 +126,29 @@ class SubstrateReader:
         except LoopClosedError:
             return False
 
+    def needs_refresh(self, workspace_id: str) -> bool:
+        """True when every read has a value but some have expired: they can be served as they
+        are while :meth:`warm_in_background` re-reads them. A read that never succeeded is read
+        now (the caller waits, bounded); then, or when all is fresh, False."""
+        if all(self.cache.has(workspace_id, n) for n in names.ALL_READS):
+            return False
+        if any(self.cache.get_stale(workspace_id, n) is None for n in names.ALL_READS):
+            self.warm(workspace_id)
+            return False
+        return True
+
     def warm_in_background(self, workspace_id: str) -> None:
         """Start reading what is not fresh without waiting for it (e.g. from ``initialize``)."""
         wanted = [n for n in names.ALL_READS if not self.cache.has(workspace_id, n)]
-        if wanted and self.breaker.should_try():
-            try:
-                self._loop.submit(self._warm_guarded(workspace_id, wanted))
-            except LoopClosedError:
-                return
+        if not wanted or not self.breaker.should_try():
+            return
+        running = self._inflight.get(workspace_id)
+        if running is not None and not running.done():
+            return  # a refresh is under way: it reads every part
+        try:
+            self._loop.submit(self._warm_guarded(workspace_id, wanted))
+        except LoopClosedError:
+            return
 
     def value(self, workspace_id: str, name: str) -> Any:
         """A fresh value (reading it if needed), else the last one read, else None."""
@@ -247,6 +238,7 @@ class SubstrateReader:
                     max_size=POOL_MAX_SIZE,
                     timeout=self._connect_timeout,
                     command_timeout=self.timeout,
+                    reads_only=True,
                 )
             return self._pool
 
@@ -278,36 +270,35 @@ class SubstrateReader:
         return True
 
     async def _warm(self, workspace_id: str, wanted: list[str]) -> None:
+        """Read every part of the session context in one statement (whatever is ``wanted``:
+        the others come with it) and store each; the limits are the workspace's policies."""
         pool = await self._pool_now()
-        if names.POLICIES in wanted and LIMITED_READS.intersection(wanted):
-            # The read limits are policies: read them first (once per TTL), the rest together.
-            await self._read_into_cache(pool, workspace_id, [names.POLICIES])
-            wanted = [n for n in wanted if n != names.POLICIES]
-        await self._read_into_cache(pool, workspace_id, wanted)
-
-    async def _read_into_cache(
-        self, pool: asyncpg.Pool, workspace_id: str, wanted: list[str]
-    ) -> None:
-        policies = self.cache.get_stale(workspace_id, names.POLICIES) or ()
-        values = {p.policy_key: p.value for p in policies}
-        results = await asyncio.gather(
-            *(READS[n](pool, workspace_id, values) for n in wanted), return_exceptions=True
+        parts = await reads.read_session_parts(
+            pool,
+            workspace_id,
+            actor_kind=KORA,
+            scratchpad_limit=int(POLICIES[SCRATCHPAD_READ_LIMIT].default),
+            event_limit=int(POLICIES[RECENT_EVENT_READ_LIMIT].default),
+            limits_from_policy=True,
         )
-        first_error: BaseException | None = None
-        for name, result in zip(wanted, results, strict=True):
-            if isinstance(result, IdentityError):
-                self._log_identity_failure(workspace_id, result)
-                self.cache.put(workspace_id, name, IdentityFailure(str(result)))
-            elif isinstance(result, BaseException):
-                first_error = first_error or result
-            elif name == names.CONSTITUTION and result is None:
-                self.cache.put(workspace_id, name, _NO_CONSTITUTION)
-            else:
-                self.cache.put(workspace_id, name, result)
-                if name == names.POLICIES:
-                    self._apply_ttl_policy(result)
-        if first_error is not None:
-            raise first_error
+        values: dict[str, Any] = {
+            names.CHARTER: parts.charter,
+            names.POLICIES: parts.policies,
+            names.CAPABILITIES: parts.capabilities,
+            names.OWN_SCRATCHPAD: parts.own_scratchpad,
+            names.CROSS_SCRATCHPAD: parts.cross_agent_scratchpad,
+            names.EVENTS: parts.recent_events,
+            names.CONSTITUTION: _NO_CONSTITUTION
+            if parts.constitution is None
+            else parts.constitution,
+        }
+        for name, value in values.items():
+            if isinstance(value, IdentityError):
+                self._log_identity_failure(workspace_id, value)
+                value = IdentityFailure(str(value))
+            self.cache.put(workspace_id, name, value)
+        if not isinstance(parts.policies, IdentityError):
+            self._apply_ttl_policy(parts.policies)
 
     def _apply_ttl_policy(self, policies: Any) -> None:
         """The workspace's ``policy.kora_cache_ttl_seconds`` caps the configured TTL."""

@@ -156,7 +156,7 @@ class SessionResources:
         ws = self.workspace_id
         try:
             nodes = self.reader.run(
-                ws, lambda pool: reads.search_iso_nodes(pool, ws, search, limit=RECALL_LIMIT)
+                ws, lambda pool: reads.recall_nodes(pool, ws, search, limit=RECALL_LIMIT)
             )
         except (IsoKronError, TimeoutError) as exc:
             log.debug("[isokron.provider.prefetch_skipped] %s", exc)

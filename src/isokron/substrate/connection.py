@@ -77,9 +77,15 @@ async def create_pool(
     max_size: int = 10,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+    reads_only: bool = False,
 ) -> asyncpg.Pool:
     """Create an asyncpg pool with the JSONB codec registered on every connection; ``timeout``
-    bounds each connection attempt, ``command_timeout`` each statement."""
+    bounds each connection attempt, ``command_timeout`` each statement.
+
+    ``reads_only``: a pool for :mod:`isokron.substrate.reads`, whose statements set nothing
+    beyond their own transaction (the workspace is SET LOCAL). A released connection then
+    only has an open transaction rolled back, instead of asyncpg's full session reset (RESET
+    ALL, UNLISTEN *, CLOSE ALL, advisory unlock), which is one more round trip per read."""
     validate_dsn(dsn)
     try:
         pool = await asyncpg.create_pool(
@@ -90,11 +96,17 @@ async def create_pool(
             command_timeout=command_timeout,
             init=init_connection,
             connection_class=SubstrateConnection,
+            reset=_rollback_only if reads_only else None,
         )
     except Exception as exc:
         raise translate_connect_error(exc, dsn) from exc
     assert pool is not None
     return pool
+
+
+async def _rollback_only(conn: asyncpg.Connection) -> None:
+    """The reset of a reads-only pool: asyncpg has already rolled back an open transaction."""
+    return None
 
 
 def _initial_size(min_size: int) -> dict[str, int]:

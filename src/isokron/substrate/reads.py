@@ -2,17 +2,21 @@
 
 Every read runs in a transaction that first sets ``app.current_workspace_id`` (row-level
 security then shows that workspace alone). Reads take a connection, or a pool and borrow one.
+The session context (:func:`read_session_parts`) and the provider's recall (:func:`recall_nodes`)
+are one statement each: a SECURITY INVOKER function that sets the workspace for its own
+transaction (migrations 0070, 0071), one round trip.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -20,6 +24,7 @@ import blake3
 
 from isokron.errors import (
     GovernanceIntegrityError,
+    IdentityError,
     NoActiveRoleCharterError,
     RoleCharterIntegrityError,
 )
@@ -48,6 +53,7 @@ DEFAULT_RECENT_EVENT_LIMIT = 50
 PAYLOAD_EXCERPT_CHARS = 300
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -180,6 +186,13 @@ async def read_capability_row(
     """One actor kind's capabilities, from the substrate's matrix (the one source of truth)."""
     async with scoped(db, workspace_id) as conn:
         rows = await conn.fetch(SELECT_CAPABILITY_ROW_SQL, workspace_id, actor_kind)
+    return capability_row_from_rows(workspace_id, actor_kind, rows)
+
+
+def capability_row_from_rows(
+    workspace_id: str, actor_kind: str, rows: list[asyncpg.Record]
+) -> CapabilityRow:
+    """Build a CapabilityRow, failing closed if any row is not what its event records."""
     _fail_closed_on_unverified(
         workspace_id,
         "capability",
@@ -249,17 +262,44 @@ async def read_cross_agent_scratchpad(
     return tuple(scratchpad_entry_from_row(r) for r in rows)
 
 
+# Entries built from rows, by entry id, with the row they were built from: a session context
+# re-read every TTL returns mostly the same entries, and an identical row gives an identical
+# entry (drift included), so it is not hashed and built again. Bounded; shared by threads (one
+# dict operation at a time).
+_ENTRY_MEMO: dict[Any, tuple[tuple[Any, ...], ScratchpadEntry]] = {}
+_ENTRY_MEMO_MAX = 4096
+
+
 def scratchpad_entry_from_row(r: asyncpg.Record) -> ScratchpadEntry:
     """Build an entry, checking inline content against its BLAKE3 (warn-only, invariant 5)."""
+    raw = tuple(r.values())
+    memo = _ENTRY_MEMO.get(r["entry_id"])
+    if memo is not None and memo[0] == raw:
+        entry = memo[1]
+        if entry.drifted:
+            _log_drift(entry.entry_id)
+        return entry
+    entry = _build_scratchpad_entry(r)
+    if len(_ENTRY_MEMO) >= _ENTRY_MEMO_MAX:
+        _ENTRY_MEMO.clear()
+    _ENTRY_MEMO[entry.entry_id] = (raw, entry)
+    return entry
+
+
+def _log_drift(entry_id: Any) -> None:
+    log.warning(
+        "[isokron.reads.scratchpad_drift] entry %s content does not match its BLAKE3 hash",
+        entry_id,
+    )
+
+
+def _build_scratchpad_entry(r: asyncpg.Record) -> ScratchpadEntry:
     drifted = False
     if r["content_uri"] is None and r["content"] is not None:
         actual = blake3.blake3(r["content"].encode("utf-8")).hexdigest()
         if actual != r["content_hash"]:
             drifted = True
-            log.warning(
-                "[isokron.reads.scratchpad_drift] entry %s content does not match its BLAKE3 hash",
-                r["entry_id"],
-            )
+            _log_drift(r["entry_id"])
     return ScratchpadEntry(
         entry_id=r["entry_id"],
         actor_id=r["actor_id"],
@@ -300,15 +340,16 @@ async def read_recent_events(
     """The newest events whose type starts with ``prefix``, payload cut to 300 characters."""
     async with scoped(db, workspace_id) as conn:
         rows = await conn.fetch(SELECT_RECENT_EVENTS_SQL, workspace_id, prefix, limit)
-    return tuple(
-        RecentChainEvent(
-            event_id=r["event_id"],
-            seq=r["seq"],
-            event_type=r["event_type"],
-            occurred_at=r["occurred_at"],
-            payload_excerpt=excerpt(r["payload_text"] or ""),
-        )
-        for r in rows
+    return tuple(recent_event_from_row(r) for r in rows)
+
+
+def recent_event_from_row(r: asyncpg.Record) -> RecentChainEvent:
+    return RecentChainEvent(
+        event_id=r["event_id"],
+        seq=r["seq"],
+        event_type=r["event_type"],
+        occurred_at=r["occurred_at"],
+        payload_excerpt=excerpt(r["payload_text"] or ""),
     )
 
 
@@ -331,6 +372,10 @@ async def read_active_constitution(db: Executor, workspace_id: str) -> ActiveCon
     """The highest revision, or None for a workspace that has none yet."""
     async with scoped(db, workspace_id) as conn:
         row = await conn.fetchrow(SELECT_ACTIVE_CONSTITUTION_SQL, workspace_id)
+    return constitution_from_row(row)
+
+
+def constitution_from_row(row: asyncpg.Record | None) -> ActiveConstitution | None:
     if row is None:
         return None
     return ActiveConstitution(
@@ -395,6 +440,22 @@ async def search_iso_nodes(
         rows = await conn.fetch(
             SEARCH_NODES_SQL, workspace_id, query or None, node_type, include_superseded, limit
         )
+    return tuple(_node(r) for r in rows)
+
+
+# One statement (migration 0071): the same search of active nodes, scoped by the function.
+RECALL_NODES_SQL = "SELECT * FROM isokron.recall_nodes($1, $2, $3)"
+
+
+async def recall_nodes(
+    db: Executor, workspace_id: str, query: str, *, limit: int = 5
+) -> tuple[IsoNode, ...]:
+    """Active nodes matching ``query`` (full text), newest first: :func:`search_iso_nodes` for
+    active nodes, in one round trip (the provider's per-turn recall; reader role)."""
+    try:
+        rows = await db.fetch(RECALL_NODES_SQL, workspace_id, query, limit)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
     return tuple(_node(r) for r in rows)
 
 
@@ -492,44 +553,121 @@ async def actor_id_of_kind(db: Executor, workspace_id: str, actor_kind: str) -> 
 
 
 # ---------------------------------------------------------------- session context
+# One statement, one round trip: isokron.session_context (migration 0070) sets the workspace for
+# the statement's transaction and returns every part; row-level security applies (invoker
+# rights). The checks of each part are the same functions as the single reads' above.
+SESSION_CONTEXT_SQL = "SELECT * FROM isokron.session_context($1, $2, $3, $4, $5)"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParts:
+    """The parts of a session context; a part refused as unverified holds its IdentityError."""
+
+    charter: RoleCharter | IdentityError
+    policies: tuple[PolicyEntry, ...] | IdentityError
+    capabilities: CapabilityRow | IdentityError
+    own_scratchpad: tuple[ScratchpadEntry, ...]
+    cross_agent_scratchpad: tuple[ScratchpadEntry, ...]
+    recent_events: tuple[RecentChainEvent, ...]
+    constitution: ActiveConstitution | None
+
+
+async def read_session_parts(
+    db: Executor,
+    workspace_id: str,
+    *,
+    actor_kind: str = "kora",
+    scratchpad_limit: int = DEFAULT_SCRATCHPAD_LIMIT,
+    event_limit: int = DEFAULT_RECENT_EVENT_LIMIT,
+    limits_from_policy: bool = False,
+) -> SessionParts:
+    """Every part of the session context in one statement.
+
+    ``limits_from_policy``: the scratchpad and event limits are the workspace's verified
+    ``policy.kora_scratchpad_read_limit`` / ``policy.kora_recent_event_read_limit`` (whole
+    numbers), else the limits given. Identity and governance parts that fail their checks are
+    returned as their error (the caller fails closed); other failures raise.
+    """
+    try:
+        row = await db.fetchrow(
+            SESSION_CONTEXT_SQL,
+            workspace_id,
+            actor_kind,
+            scratchpad_limit,
+            event_limit,
+            limits_from_policy,
+        )
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+    assert row is not None
+    return SessionParts(
+        charter=_or_refusal(
+            charter_from_row, workspace_id, _parsed(row["charter"], "content_jsonb")
+        ),
+        policies=_or_refusal(
+            policies_from_rows, workspace_id, [_parsed(r, "policy_value") for r in row["policies"]]
+        ),
+        capabilities=_or_refusal(
+            lambda ws, rows: capability_row_from_rows(ws, actor_kind, rows),
+            workspace_id,
+            row["capabilities"],
+        ),
+        own_scratchpad=tuple(scratchpad_entry_from_row(r) for r in row["own_scratchpad"]),
+        cross_agent_scratchpad=tuple(
+            scratchpad_entry_from_row(r) for r in row["cross_agent_scratchpad"]
+        ),
+        recent_events=tuple(recent_event_from_row(r) for r in row["recent_events"]),
+        constitution=constitution_from_row(_parsed(row["constitution"], "rules")),
+    )
+
+
+def _parsed(record: asyncpg.Record | None, json_field: str) -> dict[str, Any] | None:
+    """A part's record as a dict with its JSONB field (sent as text) parsed."""
+    if record is None:
+        return None
+    out = dict(record.items())
+    text = out[json_field]
+    out[json_field] = None if text is None else json.loads(text)
+    return out
+
+
+def _or_refusal(build: Callable[[str, Any], T], workspace_id: str, value: Any) -> T | IdentityError:
+    try:
+        return build(workspace_id, value)
+    except IdentityError as exc:
+        return exc
+
+
 async def assemble_session_context(
-    pool: asyncpg.Pool, workspace_id: str, *, actor_kind: str = "kora"
+    pool: Executor, workspace_id: str, *, actor_kind: str = "kora"
 ) -> KoraSessionContext:
-    """The six load-bearing reads at once (one pooled connection each).
+    """The load-bearing reads in one statement (:func:`read_session_parts`).
 
     A charter that fails its integrity check does not abort the others: the context carries
-    ``role_charter=None`` and the reason, so the caller can fail closed loudly.
+    ``role_charter=None`` and the reason, so the caller can fail closed loudly. Policies or
+    capabilities that fail theirs raise :class:`GovernanceIntegrityError`.
     """
-    charter_task = read_active_role_charter(pool, workspace_id)
-    results = await asyncio.gather(
-        charter_task,
-        read_policy_registry(pool, workspace_id),
-        read_capability_row(pool, workspace_id, actor_kind),
-        read_own_scratchpad(pool, workspace_id, actor_kind),
-        read_cross_agent_scratchpad(pool, workspace_id, actor_kind),
-        read_recent_events(pool, workspace_id),
-        read_active_constitution(pool, workspace_id),
-        return_exceptions=True,
-    )
-    for r in results[1:]:
-        if isinstance(r, BaseException):
-            raise r
-    charter, policies, caps, own, cross, events, constitution = results
+    parts = await read_session_parts(pool, workspace_id, actor_kind=actor_kind)
+    for part in (parts.policies, parts.capabilities):
+        if isinstance(part, BaseException):
+            raise part
     identity_error = None
-    if isinstance(charter, BaseException):
-        if not isinstance(charter, NoActiveRoleCharterError | RoleCharterIntegrityError):
-            raise charter
-        identity_error, charter = str(charter), None
+    charter: RoleCharter | None = None
+    if isinstance(parts.charter, IdentityError):
+        identity_error = str(parts.charter)
+    else:
+        charter = parts.charter
+    constitution = parts.constitution
     return KoraSessionContext(
         workspace_id=workspace_id,
         assembled_at=datetime.now(UTC),
-        role_charter=charter,  # type: ignore[arg-type]
+        role_charter=charter,
         identity_error=identity_error,
-        policies=policies,  # type: ignore[arg-type]
-        capability_matrix_row=caps,  # type: ignore[arg-type]
-        own_scratchpad=own,  # type: ignore[arg-type]
-        cross_agent_scratchpad=cross,  # type: ignore[arg-type]
-        recent_chain_events=events,  # type: ignore[arg-type]
-        active_constitution_revision_id=constitution.revision_id if constitution else None,  # type: ignore[union-attr]
-        active_constitution_rules_hash=constitution.rules_hash_hex if constitution else None,  # type: ignore[union-attr]
+        policies=parts.policies,  # type: ignore[arg-type]
+        capability_matrix_row=parts.capabilities,  # type: ignore[arg-type]
+        own_scratchpad=parts.own_scratchpad,
+        cross_agent_scratchpad=parts.cross_agent_scratchpad,
+        recent_chain_events=parts.recent_events,
+        active_constitution_revision_id=constitution.revision_id if constitution else None,
+        active_constitution_rules_hash=constitution.rules_hash_hex if constitution else None,
     )
