@@ -77,6 +77,7 @@ async def create_pool(
     max_size: int = 10,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+    connection_class: type[SubstrateConnection] = SubstrateConnection,
 ) -> asyncpg.Pool:
     """Create an asyncpg pool with the JSONB codec registered on every connection; ``timeout``
     bounds each connection attempt, ``command_timeout`` each statement."""
@@ -89,7 +90,7 @@ async def create_pool(
             timeout=timeout,
             command_timeout=command_timeout,
             init=init_connection,
-            connection_class=SubstrateConnection,
+            connection_class=connection_class,
         )
     except Exception as exc:
         raise translate_connect_error(exc, dsn) from exc
