@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "pipeline": "bench.pipeline",
     "chain": "bench.chain_cost",
     "gateway": "bench.gateway_latency",
+    "capacity": "bench.gateway_capacity",
     "provider": "bench.provider_turn",
 }
 
