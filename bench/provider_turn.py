@@ -107,7 +107,9 @@ async def _cold_context(
     connected pool, the one statement and the seven-read baseline interleaved."""
     cold, warm = [], []
     for _ in range(samples):
-        pool = await connection.create_pool(db.dsns.reader, min_size=1, max_size=1, reads_only=True)
+        pool = await connection.create_pool(
+            db.dsns.reader, min_size=1, max_size=1, session_state=False
+        )
         try:
             start = time.perf_counter()
             ctx = await reads.assemble_session_context(pool, ws.workspace_id)
@@ -121,7 +123,7 @@ async def _cold_context(
     one, seven, one_cpu = [], [], []
     # The provider's pool (reads only: no session reset on release) and, for the baseline, the
     # pool the seven reads had (seven connections, asyncpg's full reset on release).
-    pool = await connection.create_pool(db.dsns.reader, min_size=1, max_size=1, reads_only=True)
+    pool = await connection.create_pool(db.dsns.reader, min_size=1, max_size=1, session_state=False)
     before = await connection.create_pool(
         db.dsns.reader, min_size=BASELINE_POOL_SIZE, max_size=BASELINE_POOL_SIZE
     )

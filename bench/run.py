@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "chain": "bench.chain_cost",
     "verify": "bench.verification",
     "gateway": "bench.gateway_latency",
+    "capacity": "bench.gateway_capacity",
     "provider": "bench.provider_turn",
 }
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from isokron.gateway.settings import DEFAULT_MAX_REQUEST_BODY_BYTES
-from isokron.gateway.transport import BODY_BUDGET_BYTES, HEAD_TIMEOUT_SECONDS
+from isokron.gateway.transport import BODY_BUDGET_BYTES, HEAD_TIMEOUT_SECONDS, MAX_HEAD_BYTES
 from isokron.governance.seeds import default_seed
 from isokron.substrate import writes
 from isokron.substrate.connection import connect
@@ -387,6 +387,36 @@ def test_idle_and_slow_connections_are_closed(gateway: GatewayProcess) -> None:
     )
     assert closed_after is not None and data == b""
     assert gateway.log().count("[isokron.gateway.slow_client]") >= 2
+
+
+def test_an_oversized_request_head_is_refused_and_a_large_one_served(
+    gateway: GatewayProcess,
+) -> None:
+    def get(header_bytes: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as s:
+            s.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: "
+                + b"f" * header_bytes
+                + b"\r\n\r\n"
+            )
+            reply = b""
+            while chunk := s.recv(65536):  # until the gateway closes the connection
+                reply += chunk
+                if b"\r\n\r\n" in reply and b"connection: close" not in reply.lower():
+                    break
+            return reply
+
+    served = get(MAX_HEAD_BYTES // 2)
+    refused = get(MAX_HEAD_BYTES * 4)
+    print(
+        f"\n  head of {MAX_HEAD_BYTES // 2} bytes: {served.splitlines()[0]!r}; of "
+        f"{MAX_HEAD_BYTES * 4} bytes: {refused.splitlines()[0]!r}"
+    )
+    assert served.startswith(b"HTTP/1.1 200")
+    assert refused.startswith(b"HTTP/1.1 431")
+    body = json.loads(refused.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["data"] == {"code": "too_large"}
+    assert gateway.log().count("[isokron.gateway.too_large]") == 1
 
 
 def test_client_gone_mid_body_is_one_line(

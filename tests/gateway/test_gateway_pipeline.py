@@ -6,9 +6,11 @@ gateway assembles one from the substrate's tables.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
+import types
 from typing import Any
 
 import pytest
@@ -218,6 +220,32 @@ def test_argument_problems_name_fields_not_values() -> None:
     assert "nested too deeply" in (
         argument_problem(tools["kora__append_event"], {"event_type": "x", "payload": deep}) or ""
     )
+
+
+def test_every_tool_hands_its_arguments_to_the_gateway_unchanged() -> None:
+    """ArgumentGuard calls ``Gateway.call`` itself with the arguments it validated, instead of
+    the tool function: the same call only if every tool's body is exactly
+    ``gateway.call(its name, the request, {each argument: its value})``."""
+    calls: list[tuple[str, Any, dict[str, Any]]] = []
+
+    class Recorder:
+        async def call(self, tool: str, request: Any, arguments: Any, **_: Any) -> str:
+            calls.append((tool, request, dict(arguments)))
+            return "result"
+
+    request = object()
+    ctx = types.SimpleNamespace(request_context=types.SimpleNamespace(request=request))
+    tools = build_tools(Recorder())  # type: ignore[arg-type]
+    for tool in tools:
+        given = {name: object() for name in tool.fn_metadata.arg_model.model_fields}
+        assert tool.context_kwarg == "ctx"
+        assert asyncio.run(tool.fn(ctx=ctx, **given)) == "result"
+        name, seen_request, arguments = calls[-1]
+        assert name == tool.name and seen_request is request
+        assert arguments.keys() == given.keys(), tool.name
+        assert all(arguments[k] is given[k] for k in given), tool.name
+        assert tool.fn_metadata.output_schema is None  # convert_result passes results through
+    assert len(calls) == len(tools)
 
 
 # ------------------------------------------------------------------------ tokens, settings

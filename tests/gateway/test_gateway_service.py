@@ -128,8 +128,11 @@ async def test_token_lookups_are_cached_for_their_ttl(
     assert principal.token_prefix == issued.token_prefix
 
     await govern(admin_pool, tenant, "revoke_token", {"token_id": str(issued.token_id)})
-    assert await authenticator.authenticate(issued.token) == principal  # within the TTL
+    # Within the TTL the answer needs no database (the HTTP verifier then skips its timed task).
+    assert authenticator.is_cached(issued.token)
+    assert await authenticator.authenticate(issued.token) == principal
     clock.now += 1.001
+    assert not authenticator.is_cached(issued.token)
     with pytest.raises(RefusalError) as refused:
         await authenticator.authenticate(issued.token)
     assert refused.value.code == "unauthenticated" and "revoked" in refused.value.message
@@ -156,6 +159,7 @@ async def test_malformed_tokens_never_reach_the_database(substrate: SubstrateDSN
     await pool.close()  # any query now fails: a refusal proves no query was made
     authenticator = Authenticator(pool, ttl=0.0)
     for token in (None, "", "wsk_short", "Bearer wsk_x", "wsk_" + "!" * 40):
+        assert authenticator.is_cached(token)  # answered without the database
         with pytest.raises(RefusalError) as refused:
             await authenticator.authenticate(token)
         assert refused.value.code == "unauthenticated"

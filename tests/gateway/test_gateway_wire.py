@@ -27,6 +27,9 @@ from gateway_harness import (
     issue,
     make_tenant,
 )
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from isokron.substrate.dsn import SubstrateDSNs
 
@@ -229,3 +232,90 @@ async def test_stdio_drops_unparsable_frames_and_writes_nothing(
     finally:
         process.stdin.close()
         await asyncio.wait_for(process.wait(), 30)
+
+
+MODERN = "2026-07-28"
+
+
+def _modern_call(rid: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A self-contained ``tools/call`` of the 2026-07-28 protocol: no initialize, no session."""
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {
+            "name": tool,
+            "arguments": arguments,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+
+
+def _modern_headers(token: str, tool: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
+
+
+async def test_a_stateless_json_write_needs_no_session(
+    http_gateway: Gateways, tenant: Tenant, admin_pool: asyncpg.Pool
+) -> None:
+    """What a load generator sends (bench/gateway_capacity.py): one POST per write, no
+    initialize and no session; the same request id on many connections at once is fine."""
+    assert http_gateway.http is not None
+    before = await head(admin_pool, tenant.workspace_id)
+    tool = "kora__write_agent_scratchpad"
+    headers = _modern_headers(tenant.kora_token, tool)
+    async with httpx.AsyncClient() as client:
+        replies = await asyncio.gather(
+            *(
+                client.post(
+                    http_gateway.http.url,
+                    json=_modern_call(
+                        1, tool, {"kind": "observation", "summary": f"n{i}", "content": "x"}
+                    ),
+                    headers=headers,
+                )
+                for i in range(8)
+            )
+        )
+    for reply in replies:
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["content-type"] == "application/json"
+        assert "mcp-session-id" not in reply.headers
+        body = reply.json()
+        assert body["id"] == 1
+        assert body["result"]["isError"] is False, body
+        assert body["result"]["structuredContent"]["event_id"]
+    assert await head(admin_pool, tenant.workspace_id) == before + 8
+    # Without a token it is refused like any other request.
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(
+            http_gateway.http.url,
+            json=_modern_call(2, tool, {"kind": "observation", "summary": "x"}),
+            headers={k: v for k, v in headers.items() if k != "Authorization"},
+        )
+    assert refused.status_code == 401
+    assert refused.json()["error"]["data"] == {"code": "unauthenticated"}
+
+
+async def test_the_official_client_pinned_to_the_stateless_protocol(
+    http_gateway: Gateways, tenant: Tenant, admin_pool: asyncpg.Pool
+) -> None:
+    assert http_gateway.http is not None
+    before = await head(admin_pool, tenant.workspace_id)
+    async with (
+        create_mcp_http_client(headers={"Authorization": f"Bearer {tenant.kora_token}"}) as http,
+        Client(streamable_http_client(http_gateway.http.url, http_client=http), mode=MODERN) as c,
+    ):
+        assert c.protocol_version == MODERN
+        result = await c.call_tool("kora__append_event", {"event_type": "kora.wire.stateless"})
+    assert result.is_error is False, result
+    assert await head(admin_pool, tenant.workspace_id) == before + 1

@@ -271,10 +271,12 @@ async def test_recall_in_one_statement_is_the_search_of_active_nodes(
     assert len(await reads.recall_nodes(reader_pool, ws.workspace_id, "export", limit=1)) == 1
 
 
-async def test_a_reads_only_pool_keeps_nothing_between_reads(
+async def test_a_pool_without_session_state_keeps_nothing_between_reads(
     workspace: writes.CreatedWorkspace, substrate: SubstrateDSNs
 ) -> None:
-    pool = await connection.create_pool(substrate.reader, min_size=1, max_size=1, reads_only=True)
+    pool = await connection.create_pool(
+        substrate.reader, min_size=1, max_size=1, session_state=False
+    )
     try:
         await reads.read_session_parts(pool, workspace.workspace_id)
         await reads.read_policy_registry(pool, workspace.workspace_id)

@@ -12,6 +12,7 @@ message names the fields at fault, never the values.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, TextContent
 from pydantic import ValidationError
 
 from isokron.gateway import results
@@ -32,13 +33,24 @@ from isokron.governance.arguments import MAX_LISTED_PROBLEMS, describe_validatio
 if TYPE_CHECKING:
     from isokron.gateway.service import Gateway
 
+log = logging.getLogger("isokron.gateway")
+
 #: Unknown argument names that are quoted in a refusal; anything else is only counted.
 ARGUMENT_NAME_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 class ArgumentGuard:
-    """SDK middleware: a gateway tool call whose arguments fail its schema is refused by the
-    pipeline (``invalid_argument``) rather than by the SDK."""
+    """SDK middleware: a gateway tool call's arguments are checked once against its schema,
+    here, and the call then runs without the SDK's tool machinery.
+
+    Arguments that fail are refused by the pipeline (``invalid_argument``) rather than by the
+    SDK. Arguments that pass go to ``Gateway.call`` exactly as validated here: the SDK would
+    validate them a second time and build a ``Context`` for the tool function, whose whole body
+    is that same ``Gateway.call`` with its arguments unchanged (a test holds every tool to
+    this), for about a seventh of the gateway's CPU per call. The result still goes through the
+    tool's ``convert_result``; an unexpected exception becomes the tool error the SDK would
+    make of it.
+    """
 
     def __init__(self, gateway: Gateway, tools: list[Tool]) -> None:
         self._gateway = gateway
@@ -56,10 +68,18 @@ class ArgumentGuard:
             return unknown_tool(str(params.get("name")), self._tools)
         if not isinstance(arguments, Mapping):
             return await call_next(ctx)
-        problem = argument_problem(tool, arguments)
-        if problem is None:
-            return await call_next(ctx)
-        return await self._gateway.call(tool.name, ctx.request, arguments, argument_error=problem)
+        validated, problem = check_arguments(tool, arguments)
+        if validated is None:
+            return await self._gateway.call(
+                tool.name, ctx.request, arguments, argument_error=problem
+            )
+        try:
+            result = await self._gateway.call(tool.name, ctx.request, validated)
+            return tool.fn_metadata.convert_result(result)
+        except Exception:  # answered as the SDK answers a tool that raised
+            log.exception("[isokron.gateway.unexpected] tool %r raised", tool.name)
+            message = f"Error executing tool {tool.name}"
+            return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
 def unknown_tool(name: str, tools: Mapping[str, Tool]) -> CallToolResult:
@@ -79,6 +99,14 @@ def unknown_tool(name: str, tools: Mapping[str, Tool]) -> CallToolResult:
 
 def argument_problem(tool: Tool, arguments: Mapping[str, Any]) -> str | None:
     """Why ``arguments`` do not fit ``tool``'s schema, in words (never quoting a value)."""
+    return check_arguments(tool, arguments)[1]
+
+
+def check_arguments(
+    tool: Tool, arguments: Mapping[str, Any]
+) -> tuple[dict[str, Any], None] | tuple[None, str]:
+    """``arguments`` validated against ``tool``'s schema (the keyword arguments its function
+    would get), or why they do not fit it, in words (never quoting a value)."""
     known = set(tool.parameters.get("properties", {}))
     unknown = sorted(str(k) for k in arguments if k not in known)
     if unknown:
@@ -87,7 +115,7 @@ def argument_problem(tool: Tool, arguments: Mapping[str, Any]) -> str | None:
         names = [n for n in unknown if ARGUMENT_NAME_SHAPE.fullmatch(n)][:MAX_LISTED_PROBLEMS]
         others = len(unknown) - len(names)
         listed = ", ".join(names + ([f"{others} more that are not names"] if others else []))
-        return f"unknown argument(s) {listed}; this tool takes {', '.join(sorted(known))}."
+        return None, f"unknown argument(s) {listed}; this tool takes {', '.join(sorted(known))}."
     text = text_arguments(tool.fn_metadata.arg_model)
     for name, value in arguments.items():
         # The SDK parses JSON text given for an object or list argument, and quietly keeps
@@ -96,16 +124,15 @@ def argument_problem(tool: Tool, arguments: Mapping[str, Any]) -> str | None:
             try:
                 json.loads(value)
             except RecursionError:
-                return f"{name}: the JSON text is nested too deeply to parse."
+                return None, f"{name}: the JSON text is nested too deeply to parse."
             except ValueError:
                 continue
     try:
-        tool.fn_metadata.validate_arguments(dict(arguments))
+        return tool.fn_metadata.validate_arguments(dict(arguments)), None
     except ValidationError as exc:
-        return describe_validation_error(exc)
+        return None, describe_validation_error(exc)
     except RecursionError:
-        return "the arguments are nested too deeply."
-    return None
+        return None, "the arguments are nested too deeply."
 
 
 class TextKeepingMetadata(FuncMetadata):

@@ -190,6 +190,14 @@ class Authenticator:
             self._remember(digest, record, now + self._cache_seconds(record), now)
         return principal_from_record(record, prefix, digest)
 
+    def is_cached(self, token: str | None) -> bool:
+        """True when :meth:`authenticate` can answer for ``token`` without the database (a
+        missing or malformed token, or a lookup remembered and still fresh)."""
+        if not token or not is_well_formed(token):
+            return True
+        cached = self._cache.get(token_sha256(token))
+        return cached is not None and cached[1] > self._clock()
+
     def _cache_seconds(self, record: Mapping[str, Any] | None) -> float:
         # Never cache an active token past its own expiry.
         remaining = record.get("expires_in_seconds") if record else None

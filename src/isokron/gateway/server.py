@@ -24,7 +24,7 @@ import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -62,7 +62,7 @@ from isokron.gateway.tools import build_tools
 from isokron.gateway.transport import (
     GRACEFUL_SHUTDOWN_SECONDS,
     KEEP_ALIVE_SECONDS,
-    GuardedH11Protocol,
+    GuardedHttpToolsProtocol,
     RequestGuard,
     jsonrpc_error_body,
     send_json,
@@ -144,6 +144,9 @@ class OutageAwareVerifier(GatewayTokenVerifier):
     token: the request is answered ``unavailable`` (see :class:`ExplainUnauthenticated`)."""
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        if self._authenticator.is_cached(token):
+            # Answered from memory: no database to wait for, so no task and no timer.
+            return await super().verify_token(token)
         # The check runs as its own task and is abandoned after the timeout, rather than
         # cancelled and awaited: a connection to a frozen server does not always let a
         # cancellation through promptly. Its refusal reason and code are carried back to this
@@ -287,12 +290,14 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
         settings.reader_dsn,
         max_size=DEFAULT_POOL_MAX_SIZE,
         command_timeout=STATEMENT_TIMEOUT_SECONDS,
+        session_state=False,
     )
     try:
         gateway_pool: asyncpg.Pool = await create_pool(
             settings.gateway_dsn,
             max_size=DEFAULT_POOL_MAX_SIZE,
             command_timeout=STATEMENT_TIMEOUT_SECONDS,
+            session_state=False,
         )
         try:
             yield Gateway(
@@ -355,7 +360,7 @@ async def _serve(server: MCPServer, settings: GatewaySettings) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
-        http=GuardedH11Protocol,
+        http=GuardedHttpToolsProtocol,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
@@ -396,6 +401,15 @@ def _announce_stdio(settings: GatewaySettings) -> None:
         log.info("[isokron.gateway.start] stdio, token %s…", token_public_prefix(token))
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (not on Windows), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_gateway(settings: GatewaySettings) -> None:
     """Run the gateway in the foreground until it is interrupted (Ctrl-C, SIGTERM, EOF).
 
@@ -403,6 +417,7 @@ def run_gateway(settings: GatewaySettings) -> None:
     database cannot be reached at start.
     """
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(serve(settings))
     except KeyboardInterrupt:
         log.info("[isokron.gateway.stop] interrupted")

@@ -1,9 +1,11 @@
 """The gateway's HTTP transport under faults: what happens before a request reaches MCP.
 
-* :class:`GuardedH11Protocol` (uvicorn's h11 protocol) closes a connection whose request head
-  does not arrive within :data:`HEAD_TIMEOUT_SECONDS` of the connection (or of the previous
-  reply): a client trickling header bytes cannot hold a connection open (uvicorn's keep-alive
-  timer is reset by every byte, so it does not bound that).
+* :class:`GuardedHttpToolsProtocol` (uvicorn's httptools protocol, the C parser llhttp) closes a
+  connection whose request head does not arrive within :data:`HEAD_TIMEOUT_SECONDS` of the
+  connection (or of the previous reply): a client trickling header bytes cannot hold a
+  connection open (uvicorn's keep-alive timer is reset by every byte, so it does not bound
+  that). A request head larger than :data:`MAX_HEAD_BYTES` is answered HTTP 431 and the
+  connection closed (llhttp itself sets no limit).
 * :class:`RequestGuard` (ASGI) reads every POST body itself, before anything parses it:
 
   - the body limit is enforced while reading (``Content-Length`` over the limit: HTTP 413 at
@@ -30,7 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("isokron.gateway.transport")
 
@@ -42,6 +44,8 @@ BODY_TIMEOUT_SECONDS = 30.0
 BODY_BUDGET_BYTES = 32 * 1024 * 1024
 #: Seconds of idle keep-alive before a connection is closed (uvicorn's setting).
 KEEP_ALIVE_SECONDS = 5
+#: Bytes a request head (request line and header fields) may take.
+MAX_HEAD_BYTES = 32 * 1024
 #: Seconds SIGTERM waits for in-flight calls before cancelling them (uvicorn's setting).
 GRACEFUL_SHUTDOWN_SECONDS = 10
 SESSION_HEADER = b"mcp-session-id"
@@ -49,8 +53,13 @@ JSONRPC_INVALID_REQUEST = -32600
 JSONRPC_SERVER_ERROR = -32000
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on each request head."""
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on each request head and a size limit."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_cycle: Any = None
+    _head_bytes = 0
+    _head_refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,17 +73,54 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel_head_deadline()
         super().connection_lost(exc)
 
+    # The head's size, counted as llhttp hands it over.
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            # Raised inside a parser callback: llhttp stops and uvicorn answers the parse
+            # error with send_400_response, below.
+            self._head_refused = True
+            raise _HeadTooLarge()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._head_refused:
+            super().send_400_response(msg)
+            return
+        log.info(
+            "[isokron.gateway.too_large] request head over %d bytes from %s; connection closed",
+            MAX_HEAD_BYTES,
+            _peer(self.client),
+        )
+        body = jsonrpc_error_body(
+            "too_large",
+            f"The request head is larger than the gateway accepts ({MAX_HEAD_BYTES} bytes).",
+        )
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+
     def _arm_head_deadline(self) -> None:
         self._cancel_head_deadline()
         self._head_cycle = self.cycle
-        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
-            HEAD_TIMEOUT_SECONDS, self._head_deadline_passed
-        )
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._head_deadline_passed)
 
     def _cancel_head_deadline(self) -> None:
-        timer = getattr(self, "_head_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
             self._head_timer = None
 
     def _head_deadline_passed(self) -> None:
@@ -88,6 +134,10 @@ class GuardedH11Protocol(H11Protocol):
             _peer(self.client),
         )
         self.transport.close()
+
+
+class _HeadTooLarge(Exception):
+    """The request head passed :data:`MAX_HEAD_BYTES`."""
 
 
 class BodyBudget:

@@ -22,7 +22,7 @@ CONTEXT_POOL_SIZE = 1  # the session context is one statement
 
 async def render_context_async(dsn: str, workspace_id: str) -> tuple[str, dict[str, Any]]:
     """See :func:`render_context`."""
-    pool = await create_pool(dsn, min_size=1, max_size=CONTEXT_POOL_SIZE, reads_only=True)
+    pool = await create_pool(dsn, min_size=1, max_size=CONTEXT_POOL_SIZE, session_state=False)
     try:
         ctx = await reads.assemble_session_context(pool, workspace_id)
     finally:

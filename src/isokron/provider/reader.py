@@ -238,7 +238,7 @@ class SubstrateReader:
                     max_size=POOL_MAX_SIZE,
                     timeout=self._connect_timeout,
                     command_timeout=self.timeout,
-                    reads_only=True,
+                    session_state=False,
                 )
             return self._pool
 
