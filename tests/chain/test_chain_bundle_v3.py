@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from tests.chain.test_chain_bundle import DOCS_PATH, EXPORTED_AT, TENANT, bundle_chain
+from test_chain_bundle import DOCS_PATH, EXPORTED_AT, TENANT, bundle_chain
 
 from isokron.chain import (
     ChainRecord,

@@ -43,6 +43,10 @@ GATEWAY_FUNCTIONS = {
 READER_FUNCTIONS = [
     "hivex_foundation.row_field(text,text)",
     "hivex_foundation.row_record(text,bytea[])",
+    # The one-statement reads (0070, 0071): invoker rights, so RLS applies to what they read.
+    "isokron.recall_nodes(text,text,integer)",
+    "isokron.session_context(text,text,bigint,bigint,boolean)",
+    "isokron.session_read_limit(isokron.session_policy[],text)",
     # The scoping helper: SET LOCAL with bind parameters, which reaches Citus workers (0040).
     "isokron.set_local(text,text,boolean)",
 ]
