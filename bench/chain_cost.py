@@ -294,28 +294,28 @@ def run(db: BenchDatabase, sizes: Sizes) -> Section:
     conc = ap["concurrency"]
     section.rows += [
         Row(
-            f"chain appends/s, 1 tenant, {conc} callers, {conc} connections "
-            f"(groups of {ap['one_tenant']['mean_group']:.1f} on average)",
+            f"chain appends/s, 1 tenant, {conc} callers, {conc} connections",
             ap["one_tenant"]["per_s"],
             "ops/s",
             plain,
-            f"plain INSERT, {conc} connections",
+            f"plain INSERT, {conc} connections; groups of "
+            f"{ap['one_tenant']['mean_group']:.1f} calls on average",
         ),
         Row(
-            f"chain appends/s, {ap['tenants']} tenants, {conc} callers, {conc} connections "
-            f"(groups of {ap['many_tenants']['mean_group']:.1f})",
+            f"chain appends/s, {ap['tenants']} tenants, {conc} callers, {conc} connections",
             ap["many_tenants"]["per_s"],
             "ops/s",
             plain,
-            f"plain INSERT, {conc} connections",
+            f"plain INSERT, {conc} connections; groups of "
+            f"{ap['many_tenants']['mean_group']:.1f} calls on average",
         ),
         Row(
-            f"  more callers than connections: {ap['wide_callers']} callers, {ap['tenants']} "
-            f"tenants, {conc} connections (groups of {ap['wide']['mean_group']:.1f})",
+            f"  {ap['wide_callers']} callers over {ap['tenants']} tenants, {conc} connections",
             ap["wide"]["per_s"],
             "ops/s",
             plain,
-            f"plain INSERT, {conc} connections",
+            f"plain INSERT, {conc} connections; more callers than connections, groups of "
+            f"{ap['wide']['mean_group']:.1f} calls on average",
         ),
         Row(f"plain INSERT rows/s, {conc} connections", plain, "rows/s"),
         Row(

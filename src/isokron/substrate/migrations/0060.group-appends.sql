@@ -42,13 +42,23 @@ BEGIN
 END
 $fn$;
 
+-- ---------------------------------------------------------------- inlined helpers
+-- Declared IMMUTABLE around STABLE built-ins (date_trunc of a timestamptz, convert_to), these SQL
+-- functions were never inlined: each call ran the SQL-function executor (about 30 µs for
+-- quota_slot, three calls per admitted write). Declared STABLE, which is what their bodies are,
+-- the planner inlines them; their values are unchanged.
+ALTER FUNCTION isokron.quota_slot(INTEGER, TIMESTAMPTZ) STABLE;
+ALTER FUNCTION hivex_foundation.row_field(TEXT, TEXT) STABLE;
+
 -- ---------------------------------------------------------------- admission (0020's, split)
--- The body of admit_write once the actor is known and the transaction scoped to its workspace.
+-- The body of admit_write once the actor is known and the transaction scoped to its workspace;
+-- same counts and answers, fewer queries.
 CREATE OR REPLACE FUNCTION isokron.admit(p_workspace_id TEXT, p_actor_id UUID, p_quotas JSONB)
 RETURNS JSONB
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_now TIMESTAMPTZ := now();
+    v_quotas JSONB[];
     q JSONB;
     v_bucket TEXT;
     v_limit INTEGER;
@@ -62,7 +72,11 @@ BEGIN
     IF jsonb_typeof(p_quotas) IS DISTINCT FROM 'array' THEN
         PERFORM isokron.fail('IKV01', 'quotas must be a list');
     END IF;
-    FOR q IN SELECT * FROM jsonb_array_elements(p_quotas) WHERE value ->> 'bucket' = 'writes' LOOP
+    -- The list is read once; each quota's slot is computed once (isokron.quota_slot is not
+    -- inlined, and 0020 evaluated it for every row its sum scanned).
+    v_quotas := ARRAY(SELECT value FROM jsonb_array_elements(p_quotas));
+    FOREACH q IN ARRAY v_quotas LOOP
+        CONTINUE WHEN (q ->> 'bucket') IS DISTINCT FROM 'writes';
         v_writes_limit := (q ->> 'limit')::int;
         v_slot := isokron.quota_slot(60, v_now);
         INSERT INTO isokron.quota_windows AS w (workspace_id, actor_id, bucket, window_start, calls)
@@ -83,7 +97,8 @@ BEGIN
                 greatest(1, ceil(extract(epoch FROM (v_slot + interval '1 minute' - v_now))))::int);
         END IF;
     END LOOP;
-    FOR q IN SELECT * FROM jsonb_array_elements(p_quotas) WHERE value ->> 'bucket' <> 'writes' LOOP
+    FOREACH q IN ARRAY v_quotas LOOP
+        CONTINUE WHEN (q ->> 'bucket' <> 'writes') IS NOT TRUE;
         v_bucket := q ->> 'bucket';
         v_limit := (q ->> 'limit')::int;
         v_window := (q ->> 'window_seconds')::int;
@@ -92,13 +107,17 @@ BEGIN
             SELECT count(*) INTO v_total FROM kronicle.escalations
                 WHERE workspace_id = p_workspace_id AND actor_id = p_actor_id AND status = 'open';
             v_oldest := NULL;
-        ELSE
+        ELSIF v_window > 3600 THEN
             SELECT coalesce(sum(calls), 0), min(window_start) INTO v_total, v_oldest
                 FROM isokron.quota_windows
                 WHERE workspace_id = p_workspace_id AND actor_id = p_actor_id AND bucket = v_bucket
-                  AND CASE WHEN v_window > 3600
-                           THEN window_start > v_now - make_interval(secs => v_window)
-                           ELSE window_start = isokron.quota_slot(v_window, v_now) END;
+                  AND window_start > v_now - make_interval(secs => v_window);
+        ELSE
+            v_slot := isokron.quota_slot(v_window, v_now);
+            SELECT coalesce(sum(calls), 0), min(window_start) INTO v_total, v_oldest
+                FROM isokron.quota_windows
+                WHERE workspace_id = p_workspace_id AND actor_id = p_actor_id AND bucket = v_bucket
+                  AND window_start = v_slot;
         END IF;
         IF v_total + 1 > v_limit THEN
             RETURN jsonb_build_object('allowed', false, 'bucket', v_bucket,
@@ -114,11 +133,12 @@ BEGIN
                          - v_now))))::int END);
         END IF;
     END LOOP;
-    FOR q IN SELECT * FROM jsonb_array_elements(p_quotas)
-             WHERE value ->> 'bucket' <> 'writes' AND (value ->> 'window_seconds')::int > 0 LOOP
+    FOREACH q IN ARRAY v_quotas LOOP
+        CONTINUE WHEN (q ->> 'bucket' <> 'writes' AND (q ->> 'window_seconds')::int > 0)
+            IS NOT TRUE;
+        v_slot := isokron.quota_slot((q ->> 'window_seconds')::int, v_now);
         INSERT INTO isokron.quota_windows AS w (workspace_id, actor_id, bucket, window_start, calls)
-            VALUES (p_workspace_id, p_actor_id, q ->> 'bucket',
-                    isokron.quota_slot((q ->> 'window_seconds')::int, v_now), 1)
+            VALUES (p_workspace_id, p_actor_id, q ->> 'bucket', v_slot, 1)
             ON CONFLICT (workspace_id, actor_id, bucket, window_start)
             DO UPDATE SET calls = w.calls + 1;
     END LOOP;
