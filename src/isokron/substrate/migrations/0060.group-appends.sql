@@ -13,7 +13,8 @@
 --    static CASE (the registry's other operations still by dispatch_op), the capability check is
 --    inline, the idempotency claim is skipped without a key, append_event builds its result
 --    inline, and isokron.set_local is set_config() unless Citus is loaded (same effect as the
---    SET LOCAL it ran through EXECUTE).
+--    SET LOCAL it ran through EXECUTE); 0012's index on (workspace_id, event_id), a duplicate
+--    of 0041's unique constraint, is dropped.
 -- Nothing hashed changes: append_chain_event is untouched (docs/chain.md §4).
 SET LOCAL ROLE isokron_owner;
 
@@ -41,6 +42,11 @@ BEGIN
     RETURN coalesce(p_value, '');
 END
 $fn$;
+
+-- ---------------------------------------------------------------- one index less per append
+-- 0012's (workspace_id, event_id) index became a duplicate of the unique constraint 0041 made on
+-- the same columns; every append paid for both.
+DROP INDEX IF EXISTS hivex_foundation.idx_event_log_workspace_event;
 
 -- ---------------------------------------------------------------- inlined helpers
 -- Declared IMMUTABLE around STABLE built-ins (date_trunc of a timestamptz, convert_to), these SQL
