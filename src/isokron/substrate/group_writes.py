@@ -35,7 +35,7 @@ from typing import Any
 
 import asyncpg
 
-from isokron.errors import IsoKronError, SubstrateUnavailableError
+from isokron.errors import ConfigError, IsoKronError, SubstrateUnavailableError
 from isokron.substrate import writes
 
 log = logging.getLogger("isokron.substrate")
@@ -75,7 +75,7 @@ class GroupWriter:
 
     def __init__(self, pool: asyncpg.Pool, *, max_group: int = DEFAULT_MAX_GROUP) -> None:
         if max_group < 1:
-            raise ValueError("max_group must be at least 1")
+            raise ConfigError(f"a group holds at least one call, not {max_group}")
         self.pool = pool
         self.max_group = max_group
         self.stats = GroupStats()
