@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import psycopg
 
 from bench.config import Sizes
@@ -107,6 +108,30 @@ async def _append_run(
     return appended, time.perf_counter() - start
 
 
+def _processes(db: BenchDatabase) -> list[psutil.Process]:
+    """This process and the PostgreSQL backends serving the bench database (their titles name
+    it): whose CPU time a run is charged."""
+    found = [psutil.Process()]
+    for p in psutil.process_iter():
+        try:
+            if p.name().startswith("postgres") and db.name in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
 async def _plain_run(pool: asyncpg.Pool, rows: list[asyncpg.Record], concurrency: int) -> float:
     """INSERT every row, one statement each (autocommit), from ``concurrency`` connections."""
     it = iter(rows)
@@ -145,17 +170,21 @@ async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
     }
     slice_s = sizes.chain_seconds / ROUNDS
     totals = {"one": [0, 0.0], "many": [0, 0.0], "wide": [0, 0.0], "plain": [0, 0.0]}
+    cpu = dict.fromkeys(totals, 0.0)  # CPU seconds of this process and the database's backends
     groups: dict[str, Counter[int]] = {name: Counter() for name in runs}
     gw = await connection.create_pool(db.dsns.gateway, min_size=conc, max_size=conc)
     owner = await connection.create_pool(db.dsns.admin, min_size=conc, max_size=conc)
     writer = GroupWriter(gw)
     try:
         await _append_run(writer, runs["many"], 0.3)  # warm connections and plans (not timed)
+        procs = _processes(db)
         for _ in range(ROUNDS):
             keys: list[tuple[Any, int]] = []
             for name, targets in runs.items():
                 before = Counter(writer.stats.sizes)
+                cpu_before = _cpu_seconds(procs)
                 appended, elapsed = await _append_run(writer, targets, slice_s)
+                cpu[name] += _cpu_seconds(procs) - cpu_before
                 groups[name] += writer.stats.sizes - before
                 totals[name][0] += len(appended)
                 totals[name][1] += elapsed
@@ -164,7 +193,9 @@ async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
                 SELECT_APPENDED_SQL, [k[0] for k in keys], [k[1] for k in keys]
             )
             totals["plain"][0] += len(rows)
+            cpu_before = _cpu_seconds(procs)
             totals["plain"][1] += await _plain_run(owner, list(rows), conc)
+            cpu["plain"] += _cpu_seconds(procs) - cpu_before
     finally:
         await gw.close()
         await owner.close()
@@ -172,6 +203,7 @@ async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
     def fig(name: str) -> dict[str, Any]:
         n, secs = totals[name]
         found: dict[str, Any] = {"count": n, "seconds": secs, "per_s": rate(int(n), float(secs))}
+        found["cpu_us_per_op"] = cpu[name] / n * 1e6 if n else None
         if name in groups:
             count = sum(groups[name].values())
             found["groups"] = count
@@ -318,6 +350,20 @@ def run(db: BenchDatabase, sizes: Sizes) -> Section:
             f"{ap['wide']['mean_group']:.1f} calls on average",
         ),
         Row(f"plain INSERT rows/s, {conc} connections", plain, "rows/s"),
+        *(
+            Row(
+                f"  CPU per {what} (this process + PostgreSQL backends)",
+                ap[key]["cpu_us_per_op"],
+                "µs",
+                ap["plain_insert"]["cpu_us_per_op"],
+                "CPU per plain INSERT row",
+            )
+            for what, key in (
+                ("append, 1 tenant", "one_tenant"),
+                (f"append, {ap['tenants']} tenants", "many_tenants"),
+                (f"append, {ap['wide_callers']} callers", "wide"),
+            )
+        ),
         Row(
             f"verify from database, chain check in PostgreSQL ({vf['events']:,} events)",
             vf["from_database"]["per_s"],

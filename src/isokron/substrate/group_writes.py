@@ -37,12 +37,20 @@ import asyncpg
 
 from isokron.errors import ConfigError, IsoKronError, SubstrateUnavailableError
 from isokron.substrate import writes
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 
 log = logging.getLogger("isokron.substrate")
 
 #: Most calls in one group. Each call is one subtransaction: PostgreSQL caches 64 subtransaction
 #: ids per backend before other sessions' snapshots get slower (suboverflow).
 DEFAULT_MAX_GROUP = 32
+#: What a group's round trip may raise: nothing of the group was committed, every caller gets it.
+_GROUP_FAILURES: tuple[type[BaseException], ...] = (
+    *DRIVER_ERRORS,
+    IsoKronError,
+    TypeError,
+    ValueError,
+)
 
 
 @dataclass(slots=True)
@@ -69,8 +77,10 @@ class GroupStats:
 class GroupWriter:
     """Coalesces concurrent :meth:`submit` calls of one workspace into group writes.
 
-    Borrows ``pool`` (the gateway role's) and never closes it; each group holds one connection
-    for one statement.
+    Borrows ``pool`` (the gateway role's) and never closes it; each group runs one statement on
+    one connection. While any workspace has a group in flight, connections that ran a group are
+    kept for the next (at most one less than the pool holds); when the last group of a burst
+    is done, they go back to the pool.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, max_group: int = DEFAULT_MAX_GROUP) -> None:
@@ -81,6 +91,10 @@ class GroupWriter:
         self.stats = GroupStats()
         self._queues: dict[str, list[_Pending]] = {}
         self._drains: dict[str, asyncio.Task[None]] = {}
+        # Connections that ran a group, kept for the next one while groups are in flight: only
+        # group writes (SET LOCAL scoping, nothing of the session) ever run on them, so the
+        # pool's reset between two groups (four statements and a round trip) is skipped.
+        self._spares: list[Any] = []
 
     async def submit(
         self,
@@ -125,14 +139,18 @@ class GroupWriter:
             self._drains.pop(workspace_id, None)
             left = self._queues.pop(workspace_id, [])
             _answer_all(left, SubstrateUnavailableError("the gateway stopped before this write"))
+            if not self._drains:
+                await self._release_spares()
 
     async def _run(self, workspace_id: str, group: list[_Pending]) -> None:
         self.stats.sizes[len(group)] += 1
+        conn: Any = None
+        reusable = False
         try:
-            outcomes = await writes.submit_group(
-                self.pool, workspace_id, [p.submission for p in group]
-            )
-        except (IsoKronError, TypeError, ValueError) as exc:
+            conn = self._spares.pop() if self._spares else await self.pool.acquire()
+            outcomes = await writes.submit_group(conn, workspace_id, [p.submission for p in group])
+            reusable = True
+        except _GROUP_FAILURES as exc:
             # Nothing of the group was committed: every caller in it gets the error.
             if not isinstance(exc, IsoKronError):
                 log.error(
@@ -140,13 +158,32 @@ class GroupWriter:
                     len(group),
                     exc,
                 )
-            _answer_all(group, exc)
+            _answer_all(group, translate(exc))
         else:
             for pending, outcome in zip(group, outcomes, strict=True):
                 pending.future.set_result(outcome)
         finally:
             # Cancelled (the gateway stopping) or an unexpected crash: nobody is left waiting.
             _answer_all(group, SubstrateUnavailableError("the group write did not complete"))
+            if conn is not None:
+                await self._put_back(conn, reusable)
+
+    async def _put_back(self, conn: Any, reusable: bool) -> None:
+        """Keep a connection that ran a group for the next group (while any workspace has
+        one in flight), up to one less than the pool holds; else return it to the pool, which
+        resets it (or drops it, when it failed)."""
+        if reusable and len(self._spares) < self.pool.get_max_size() - 1:
+            self._spares.append(conn)
+            return
+        try:
+            await self.pool.release(conn)
+        except DRIVER_ERRORS as exc:
+            log.warning("[isokron.gateway.release_failed] %s", translate(exc))
+
+    async def _release_spares(self) -> None:
+        spares, self._spares = self._spares, []
+        for conn in spares:
+            await self._put_back(conn, reusable=False)
 
 
 def _answer_all(group: list[_Pending], error: BaseException) -> None:

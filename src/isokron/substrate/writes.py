@@ -398,7 +398,7 @@ def item_outcome(entry: Mapping[str, Any]) -> Submitted | BaseException:
 
 
 async def submit_group(
-    pool: asyncpg.Pool, workspace_id: str, items: Sequence[Submission]
+    db: Executor, workspace_id: str, items: Sequence[Submission]
 ) -> list[Submitted | BaseException]:
     """Perform ``items`` (writes of ``workspace_id``) in one transaction and one commit.
 
@@ -408,7 +408,7 @@ async def submit_group(
     """
     try:
         entries = await fetch_in_transaction(
-            pool, SUBMIT_GROUP_SQL, *submit_group_args(workspace_id, items)
+            db, SUBMIT_GROUP_SQL, *submit_group_args(workspace_id, items)
         )
     except DRIVER_ERRORS as exc:
         raise translate(exc) from exc
