@@ -12,9 +12,10 @@ chain event in ONE transaction (migrations/0011). Two entry points:
 Both authorize from ``isokron.operation_registry``: governance operations and decisions need an
 operator, other operations their capability granted to the actor's kind.
 
-The gateway writes through :func:`submit`, which admits the call against its quotas and performs
-it (or chains its denial) in one statement; maintenance (:func:`maintain`) closes what the
-workspaces' policies say is overdue.
+The gateway writes through :func:`submit` semantics (admit the call against its quotas and
+perform it, or chain its denial, in one statement), coalesced per workspace by
+:class:`isokron.substrate.group_writes.GroupWriter` into :func:`submit_group`; maintenance
+(:func:`maintain`) closes what the workspaces' policies say is overdue.
 
 Design note on submit_group (migration 0060). The gateway's writes go through
 ``isokron_api.submit_group``: one statement performing one or more writes of ONE workspace. It
