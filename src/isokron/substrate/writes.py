@@ -19,13 +19,13 @@ perform it, or chain its denial, in one statement), coalesced per workspace by
 
 Design note on submit_group (migration 0060). The gateway's writes go through
 ``isokron_api.submit_group``: one statement performing one or more writes of ONE workspace. It
-locks the workspace's chain head first, then runs each item in its own subtransaction: the
-admission (``isokron.admit``, the quotas) and the write, or the chained denial when the
-admission says so. If an item raises (a substrate refusal such as an unknown node), only that
-item rolls back, budget unit included; the caller then submits the denial, which consumes the
-unit again, so every call costs exactly one unit. An actor's "writes" budget row stays locked
-until the group commits; every group takes the chain head before any budget row, so two
-transactions never wait on each other in opposite orders.
+takes the workspace's group lock (a transaction-level advisory lock) first, then runs each item
+in its own subtransaction: the admission (``isokron.admit``, the quotas) and the write, or the
+chained denial when the admission says so. If an item raises (a substrate refusal such as an
+unknown node), only that item rolls back, budget unit included; the caller then submits the
+denial, which consumes the unit again, so every call costs exactly one unit. An actor's
+"writes" budget row and the chain head stay locked until the group commits; every group takes
+its group lock before either, so two groups never wait on each other in opposite orders.
 
 Every call carries the presented token's SHA-256 (``token_sha256``): the database resolves the
 actor and workspace from it in the same transaction and refuses a revoked or expired token, so

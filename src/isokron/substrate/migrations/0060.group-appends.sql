@@ -1,7 +1,8 @@
 -- IsoKron substrate: group appends and a cheaper write path (issue 12, item 1; docs/chain.md §2).
---  * isokron_api.submit_group(workspace_id, tokens[], items): several gateway writes of ONE workspace in one statement, one transaction, one commit. The
---    chain head is locked first and held by the whole group; each item is what writes.SUBMIT_SQL
---    did for one call (admission against its quotas, then the write or the chained denial),
+--  * isokron_api.submit_group(workspace_id, tokens[], items): several gateway writes of ONE
+--    workspace in one statement, one transaction, one commit. The chain head is locked by the
+--    first append and held by the whole group; each item is what writes.SUBMIT_SQL did for one
+--    call (admission against its quotas, then the write or the chained denial),
 --    authenticated from its own token hash and run in its own subtransaction (a PL/pgSQL
 --    BEGIN ... EXCEPTION block): an item that fails rolls back alone, its budget unit included,
 --    and its error (sqlstate, message, detail, hint) is its answer. Returns one JSON object per
@@ -295,8 +296,10 @@ $fn$;
 -- {quotas (admit_write's list), op, args, key (idempotency key or null), denial (record_denial
 -- arguments, chained instead when the call is over its budget and the admission says so)}.
 -- Every item's token must belong to p_workspace_id (IKW01 otherwise): a group never mixes
--- workspaces. The chain head is locked before any item, so every transaction that takes both
--- it and an actor's quota row (a group) takes them in that order.
+-- workspaces. A group takes its workspace's group lock (an advisory lock, keys 1264 and
+-- hashtext(workspace id)) before any item: two groups of one workspace (from two gateway
+-- processes) never hold actors' quota rows and the chain head in opposite orders. The head row
+-- is then locked by the first append and held, by the whole group, until it commits.
 CREATE OR REPLACE FUNCTION isokron_api.submit_group(
     p_workspace_id TEXT, p_tokens BYTEA[], p_items JSONB
 ) RETURNS JSONB[]
@@ -323,8 +326,10 @@ BEGIN
         PERFORM isokron.fail('IKV01', 'a group is 1 to 256 tokens and as many items');
     END IF;
     v_tenant := isokron.enter_workspace(p_workspace_id);
-    PERFORM 1 FROM hivex_foundation.chain_head
-        WHERE workspace_id = p_workspace_id AND tenant_id = v_tenant FOR UPDATE;
+    -- The workspace's group lock before any row lock (see above). A transaction-level advisory
+    -- lock, not the head row's: a row the transaction locked and a subtransaction then updates
+    -- gets a MultiXact for every update, which every later look at the row has to resolve.
+    PERFORM pg_advisory_xact_lock(1264, hashtext(p_workspace_id));
     FOR i IN 1 .. v_n LOOP
         BEGIN
             v_item := p_items -> (i - 1);
