@@ -1,11 +1,14 @@
-"""Chain cost: what the hash chain costs on write, and how fast it verifies.
+"""Chain cost: what the hash chain costs on write.
 
-Appends: ``writes.write_with_token(pool, "append_event", ...)`` through the gateway role, from
-``chain_concurrency`` connections at once, first all into one tenant (appends serialize on the
-tenant's chain head) and then one connection per tenant. Baseline: a plain INSERT of the same
-rows (copied from the appends) into a table with the same columns, keys and index but no
-hashing, no trigger and no governance, with the same concurrency. The three runs are
-interleaved in short slices so that other load on the machine hits them alike.
+Appends: the gateway's write path (``group_writes.GroupWriter`` over a gateway-role pool of
+``chain_concurrency`` connections: admission against the append's quotas, then the write, in
+groups of one workspace's concurrent calls), first ``chain_concurrency`` callers all into one
+tenant and then the same number spread over ``chain_tenants`` tenants; then, labelled as such,
+``WIDE_CALLERS`` callers over the same tenants and connections. Baseline: a plain INSERT of the
+same rows (copied from the appends) into a table with the same columns, keys and index but no
+hashing, no trigger and no governance, one autocommit statement per row from the same number of
+connections. The runs are interleaved in short slices so that other load on the machine hits
+them alike.
 
 Verification and export are measured in :mod:`bench.verification`.
 """
@@ -14,15 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 import asyncpg
+import psutil
 
 from bench.config import Sizes
 from bench.report import Row, Section, Target, fmt
 from bench.stats import rate
 from bench.substrate import BenchDatabase, BenchWorkspace, create_bench_workspace
+from isokron.governance.operations import quotas_for
 from isokron.substrate import connection, writes
+from isokron.substrate.group_writes import GroupWriter
 
 PLAIN_TABLE = "bench_plain_event_log"
 CREATE_PLAIN_TABLE_SQL = f"""
@@ -50,28 +57,70 @@ APPEND_ARGS: dict[str, Any] = {
     "event_type": APPEND_EVENT_TYPE,
     "payload": {"note": "appended by the chain-cost benchmark " + "x" * 160, "n": 1},
 }
+# The quotas the gateway counts an append_event call against, with the bench workspaces' lifted
+# limits (bench.substrate.UNLIMITED_POLICIES): counted, never refusing.
+APPEND_QUOTAS = [
+    {"bucket": q.bucket, "limit": 1_000_000_000, "window_seconds": q.window_seconds, "code": q.code}
+    for q in quotas_for("append_event", APPEND_EVENT_TYPE)
+]
+APPEND_DENIAL = {"tool": "kora__append_event", "code": "rate_limited", "reason": "bench"}
+#: Callers of the extra run with more concurrent callers than connections.
+WIDE_CALLERS = 32
 
 
 async def _append_run(
-    pool: asyncpg.Pool, targets: list[BenchWorkspace], seconds: float
+    writer: GroupWriter, targets: list[BenchWorkspace], seconds: float
 ) -> tuple[list[tuple[Any, int]], float]:
-    """Each of len(targets) workers appends into its workspace until time is up.
+    """Each of len(targets) callers appends into its workspace through ``writer`` until time
+    is up (one call at a time per caller, as an agent does).
 
     Returns the (tenant, seq) of every event appended, and the elapsed time.
     """
     appended: list[tuple[Any, int]] = []
     end = time.perf_counter() + seconds
 
-    async def worker(ws: BenchWorkspace) -> None:
+    async def caller(ws: BenchWorkspace) -> None:
+        digest = writes.token_sha256(ws.token)
         while time.perf_counter() < end:
-            result = await writes.write_with_token(
-                pool, "append_event", writes.token_sha256(ws.token), APPEND_ARGS
+            done = await writer.submit(
+                workspace_id=ws.workspace_id,
+                token_sha256=digest,
+                quotas=APPEND_QUOTAS,
+                op="append_event",
+                args=APPEND_ARGS,
+                idempotency_key=None,
+                over_limit_denial=APPEND_DENIAL,
             )
-            appended.append((ws.tenant_id, int(result["seq"])))
+            assert done.allowed and done.result is not None, done
+            appended.append((ws.tenant_id, int(done.result["seq"])))
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker(ws) for ws in targets))
+    await asyncio.gather(*(caller(ws) for ws in targets))
     return appended, time.perf_counter() - start
+
+
+def _processes(db: BenchDatabase) -> list[psutil.Process]:
+    """This process and the PostgreSQL backends serving the bench database (their titles name
+    it): whose CPU time a run is charged."""
+    found = [psutil.Process()]
+    for p in psutil.process_iter():
+        try:
+            if p.name().startswith("postgres") and db.name in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 async def _plain_run(pool: asyncpg.Pool, rows: list[asyncpg.Record], concurrency: int) -> float:
@@ -89,11 +138,12 @@ async def _plain_run(pool: asyncpg.Pool, rows: list[asyncpg.Record], concurrency
 
 
 async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
-    """Appends into 1 tenant, into N tenants, and the plain INSERT of the same rows.
+    """Appends into 1 tenant, into N tenants (and WIDE_CALLERS callers over the N tenants),
+    and the plain INSERT of the same rows.
 
-    The three runs are interleaved in ``ROUNDS`` short slices (1 tenant, N tenants, plain
-    INSERT of the rows the two slices just appended), so that a change of load on the machine
-    during the run affects all three alike.
+    The runs are interleaved in ``ROUNDS`` short slices (1 tenant, N tenants, wide, plain
+    INSERT of the rows the slices just appended), so that a change of load on the machine
+    during the run affects all alike. Group sizes are counted per run.
     """
     conc = sizes.chain_concurrency
     admin = await connection.connect(db.dsns.admin)
@@ -104,18 +154,29 @@ async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
         await admin.execute(CREATE_PLAIN_TABLE_SQL)
     finally:
         await admin.close()
-    one = tenants[:1] * conc
-    spread = [tenants[i % len(tenants)] for i in range(conc)]
+    runs = {
+        "one": tenants[:1] * conc,
+        "many": [tenants[i % len(tenants)] for i in range(conc)],
+        "wide": [tenants[i % len(tenants)] for i in range(WIDE_CALLERS)],
+    }
     slice_s = sizes.chain_seconds / ROUNDS
-    totals = {"one": [0, 0.0], "many": [0, 0.0], "plain": [0, 0.0]}
+    totals = {"one": [0, 0.0], "many": [0, 0.0], "wide": [0, 0.0], "plain": [0, 0.0]}
+    cpu = dict.fromkeys(totals, 0.0)  # CPU seconds of this process and the database's backends
+    groups: dict[str, Counter[int]] = {name: Counter() for name in runs}
     gw = await connection.create_pool(db.dsns.gateway, min_size=conc, max_size=conc)
     owner = await connection.create_pool(db.dsns.admin, min_size=conc, max_size=conc)
+    writer = GroupWriter(gw)
     try:
-        await _append_run(gw, one, 0.3)  # warm connections and plans (not timed)
+        await _append_run(writer, runs["many"], 0.3)  # warm connections and plans (not timed)
+        procs = _processes(db)
         for _ in range(ROUNDS):
             keys: list[tuple[Any, int]] = []
-            for name, targets in (("one", one), ("many", spread)):
-                appended, elapsed = await _append_run(gw, targets, slice_s)
+            for name, targets in runs.items():
+                before = Counter(writer.stats.sizes)
+                cpu_before = _cpu_seconds(procs)
+                appended, elapsed = await _append_run(writer, targets, slice_s)
+                cpu[name] += _cpu_seconds(procs) - cpu_before
+                groups[name] += writer.stats.sizes - before
                 totals[name][0] += len(appended)
                 totals[name][1] += elapsed
                 keys += appended
@@ -123,14 +184,23 @@ async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
                 SELECT_APPENDED_SQL, [k[0] for k in keys], [k[1] for k in keys]
             )
             totals["plain"][0] += len(rows)
+            cpu_before = _cpu_seconds(procs)
             totals["plain"][1] += await _plain_run(owner, list(rows), conc)
+            cpu["plain"] += _cpu_seconds(procs) - cpu_before
     finally:
         await gw.close()
         await owner.close()
 
     def fig(name: str) -> dict[str, Any]:
         n, secs = totals[name]
-        return {"count": n, "seconds": secs, "per_s": rate(int(n), float(secs))}
+        found: dict[str, Any] = {"count": n, "seconds": secs, "per_s": rate(int(n), float(secs))}
+        found["cpu_us_per_op"] = cpu[name] / n * 1e6 if n else None
+        if name in groups:
+            count = sum(groups[name].values())
+            found["groups"] = count
+            found["mean_group"] = n / count if count else 0.0
+            found["max_group"] = max(groups[name], default=0)
+        return found
 
     return {
         "concurrency": conc,
@@ -138,6 +208,8 @@ async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
         "one_tenant": fig("one"),
         "tenants": len(tenants),
         "many_tenants": fig("many"),
+        "wide_callers": WIDE_CALLERS,
+        "wide": fig("wide"),
         "plain_insert": fig("plain"),
     }
 
@@ -151,20 +223,44 @@ def run(db: BenchDatabase, sizes: Sizes) -> Section:
     conc = ap["concurrency"]
     section.rows += [
         Row(
-            f"chain appends/s, 1 tenant, {conc} connections",
+            f"chain appends/s, 1 tenant, {conc} callers, {conc} connections",
             ap["one_tenant"]["per_s"],
             "ops/s",
             plain,
-            f"plain INSERT, {conc} connections",
+            f"plain INSERT, {conc} connections; groups of "
+            f"{ap['one_tenant']['mean_group']:.1f} calls on average",
         ),
         Row(
-            f"chain appends/s, {ap['tenants']} tenants, {conc} connections",
+            f"chain appends/s, {ap['tenants']} tenants, {conc} callers, {conc} connections",
             ap["many_tenants"]["per_s"],
             "ops/s",
             plain,
-            f"plain INSERT, {conc} connections",
+            f"plain INSERT, {conc} connections; groups of "
+            f"{ap['many_tenants']['mean_group']:.1f} calls on average",
+        ),
+        Row(
+            f"  {ap['wide_callers']} callers over {ap['tenants']} tenants, {conc} connections",
+            ap["wide"]["per_s"],
+            "ops/s",
+            plain,
+            f"plain INSERT, {conc} connections; more callers than connections, groups of "
+            f"{ap['wide']['mean_group']:.1f} calls on average",
         ),
         Row(f"plain INSERT rows/s, {conc} connections", plain, "rows/s"),
+        *(
+            Row(
+                f"  CPU per {what} (this process + PostgreSQL backends)",
+                ap[key]["cpu_us_per_op"],
+                "µs",
+                ap["plain_insert"]["cpu_us_per_op"],
+                "CPU per plain INSERT row",
+            )
+            for what, key in (
+                ("append, 1 tenant", "one_tenant"),
+                (f"append, {ap['tenants']} tenants", "many_tenants"),
+                (f"append, {ap['wide_callers']} callers", "wide"),
+            )
+        ),
     ]
     for label, key in (("1 tenant", "one_tenant"), (f"{ap['tenants']} tenants", "many_tenants")):
         value = ap[key]["per_s"]

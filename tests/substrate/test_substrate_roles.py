@@ -38,6 +38,7 @@ GATEWAY_FUNCTIONS = {
     "isokron_api.admit_write(bytea,jsonb)",
     "isokron_api.token_issued_at(bytea)",
     "isokron_api.maintain(text)",
+    "isokron_api.submit_group(text,bytea[],jsonb)",
 }
 # Pure functions (no table access) the reader uses to re-compute row records (invariant 4).
 READER_FUNCTIONS = [

@@ -5,9 +5,9 @@
     -> screen: workspace, kill switch,          pipeline.screen (pure, synchronous)
        capability, size caps, arguments,
        constitution
-    -> one round trip (write tools):            writes.submit
-       rate limit + the write and its chain
-       event, or the escalation, or the
+    -> one round trip (write tools):            group_writes.GroupWriter
+       rate limit + the write and its chain       (concurrent writes of one workspace
+       event, or the escalation, or the           share a transaction and a commit)
        denial event -- in one transaction
     -> one decision log line                    decision_log.log_decision
 
@@ -58,6 +58,7 @@ from isokron.governance.policies import POLICIES, TOKEN_MAX_AGE
 from isokron.governance.redaction import redact_secrets
 from isokron.substrate import writes
 from isokron.substrate.database_errors import translate
+from isokron.substrate.group_writes import GroupWriter
 
 log = logging.getLogger("isokron.gateway")
 
@@ -102,6 +103,7 @@ class Gateway:
         self.gateway_pool = gateway_pool
         self.transport = transport
         self.authenticator = Authenticator(gateway_pool, ttl=governance_ttl)
+        self.writer = GroupWriter(gateway_pool)
         self.governance = GovernanceCache(reader_pool, ttl=governance_ttl)
         self._stdio_token = stdio_token if transport == "stdio" else None
 
@@ -200,8 +202,7 @@ class Gateway:
     ) -> CallToolResult:
         submission = _submission(spec, governance, prepared, verdict, idempotency_key)
         try:
-            submitted = await writes.submit(
-                self.gateway_pool,
+            submitted = await self.writer.submit(
                 workspace_id=principal.workspace_id,
                 token_sha256=bytes.fromhex(principal.token_sha256),
                 quotas=submission.quotas,
@@ -279,8 +280,7 @@ class Gateway:
         denial = _denial(spec.name, code, message)
         event_id: str | None = None
         try:
-            submitted = await writes.submit(
-                self.gateway_pool,
+            submitted = await self.writer.submit(
                 workspace_id=principal.workspace_id,
                 token_sha256=bytes.fromhex(principal.token_sha256),
                 quotas=quota_rows(governance, writes.RECORD_DENIAL, None),

@@ -102,6 +102,13 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
+def from_sqlstate(sqlstate: str, message: str) -> BaseException:
+    """The error :func:`translate` makes of a server error with this SQLSTATE and primary
+    message, for an error the database caught and returned as data (a group write's item,
+    ``isokron_api.submit_group``)."""
+    return _from_server(sqlstate, message)
+
+
 def _server_error(exc: BaseException) -> tuple[str, str] | None:
     """(SQLSTATE, primary message) of an error the server reported, from either driver."""
     if isinstance(exc, asyncpg.PostgresError):

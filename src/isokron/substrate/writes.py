@@ -12,17 +12,20 @@ chain event in ONE transaction (migrations/0011). Two entry points:
 Both authorize from ``isokron.operation_registry``: governance operations and decisions need an
 operator, other operations their capability granted to the actor's kind.
 
-The gateway writes through :func:`submit`, which admits the call against its quotas and performs
-it (or chains its denial) in one statement; maintenance (:func:`maintain`) closes what the
-workspaces' policies say is overdue.
+The gateway writes through :func:`submit` semantics (admit the call against its quotas and
+perform it, or chain its denial, in one statement), coalesced per workspace by
+:class:`isokron.substrate.group_writes.GroupWriter` into :func:`submit_group`; maintenance
+(:func:`maintain`) closes what the workspaces' policies say is overdue.
 
-Design note on SUBMIT_SQL. The admission runs in a materialized CTE (it calls a volatile
-function, so PostgreSQL evaluates it exactly once), and the CASE evaluates at most one of its
-two ``isokron_api.write`` calls. If the write raises (a substrate refusal such as an unknown
-node), the whole statement rolls back, budget unit included; the caller then submits the
-denial, which consumes the unit again, so every call costs exactly one unit. The budget row
-stays locked until the statement commits, which serializes one actor's writes; the chain head
-already serializes a tenant's appends, so this adds no contention that was not there.
+Design note on submit_group (migration 0060). The gateway's writes go through
+``isokron_api.submit_group``: one statement performing one or more writes of ONE workspace. It
+takes the workspace's group lock (a transaction-level advisory lock) first, then runs each item
+in its own subtransaction: the admission (``isokron.admit``, the quotas) and the write, or the
+chained denial when the admission says so. If an item raises (a substrate refusal such as an
+unknown node), only that item rolls back, budget unit included; the caller then submits the
+denial, which consumes the unit again, so every call costs exactly one unit. An actor's
+"writes" budget row and the chain head stay locked until the group commits; every group takes
+its group lock before either, so two groups never wait on each other in opposite orders.
 
 Every call carries the presented token's SHA-256 (``token_sha256``): the database resolves the
 actor and workspace from it in the same transaction and refuses a revoked or expired token, so
@@ -47,9 +50,9 @@ from uuid import UUID
 import asyncpg
 import blake3
 
-from isokron.errors import ConfigError
+from isokron.errors import ConfigError, SubstrateError
 from isokron.substrate.connection import fetch_in_transaction
-from isokron.substrate.database_errors import DRIVER_ERRORS, translate
+from isokron.substrate.database_errors import DRIVER_ERRORS, from_sqlstate, translate
 
 WRITE_AS_SQL = "SELECT isokron_api.write_as($1, $2, $3::uuid, $4::jsonb, $5)"
 WRITE_WITH_TOKEN_SQL = "SELECT isokron_api.write($1::bytea, $2, $3::jsonb, $4, $5)"
@@ -316,18 +319,10 @@ async def _call_void(db: Executor, sql: str, *params: Any) -> None:
 
 
 # ------------------------------------------------------------------ the gateway's writes
-SUBMIT_SQL = """
-WITH budget AS (
-    SELECT isokron_api.admit_write($2::bytea, $3::jsonb) AS rate
-)
-SELECT rate,
-       CASE WHEN (rate ->> 'allowed')::boolean
-                THEN isokron_api.write($2::bytea, $4, $5::jsonb, $6, $1)
-            WHEN (rate ->> 'chain_denial')::boolean
-                THEN isokron_api.write($2::bytea, 'record_denial', $7::jsonb, NULL, $1)
-       END AS result
-FROM budget
-"""
+# One or more writes of one workspace in one statement (migration 0060): each item admitted and
+# performed (or its denial chained) in its own subtransaction, the chain head held by the whole
+# group; one JSON object per item, in order: {rate, result} or {error}.
+SUBMIT_GROUP_SQL = "SELECT isokron_api.submit_group($1, $2::bytea[], $3::jsonb)"
 MAINTAIN_SQL = "SELECT isokron_api.maintain($1)"
 HEALTH_SQL = "SELECT 1"
 
@@ -355,6 +350,74 @@ class Submitted:
         return None if self.result is None else str(self.result.get("event_id"))
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One gateway write as :func:`submit` takes it (see there)."""
+
+    token_sha256: bytes
+    quotas: Sequence[Mapping[str, Any]]
+    op: str
+    args: Mapping[str, Any]
+    idempotency_key: str | None
+    over_limit_denial: Mapping[str, Any]
+
+
+def submit_group_args(workspace_id: str, items: Sequence[Submission]) -> tuple[Any, ...]:
+    """The parameters of :data:`SUBMIT_GROUP_SQL` for ``items`` (all of ``workspace_id``)."""
+    return (
+        workspace_id,
+        [bytes(i.token_sha256) for i in items],
+        [
+            {
+                "quotas": list(i.quotas),
+                "op": i.op,
+                "args": dict(i.args),
+                "key": i.idempotency_key,
+                "denial": dict(i.over_limit_denial),
+            }
+            for i in items
+        ],
+    )
+
+
+def item_outcome(entry: Mapping[str, Any]) -> Submitted | BaseException:
+    """One item's answer from :data:`SUBMIT_GROUP_SQL`: its :class:`Submitted`, or the error
+    it raised (rolled back alone), typed as :func:`translate` would have typed it."""
+    error = entry.get("error")
+    if error is not None:
+        return from_sqlstate(str(error.get("sqlstate") or ""), str(error.get("message") or ""))
+    rate = entry["rate"]
+    retry = rate.get("retry_after_seconds")
+    return Submitted(
+        allowed=bool(rate["allowed"]),
+        retry_after_seconds=None if retry is None else int(retry),
+        result=entry.get("result"),
+        bucket=rate.get("bucket"),
+        code=rate.get("code"),
+        limit=rate.get("limit"),
+    )
+
+
+async def submit_group(
+    db: Executor, workspace_id: str, items: Sequence[Submission]
+) -> list[Submitted | BaseException]:
+    """Perform ``items`` (writes of ``workspace_id``) in one transaction and one commit.
+
+    Returns one outcome per item, in order: a :class:`Submitted` or the error that item alone
+    raised. Raises (translated) when the group's statement or its commit failed: then nothing
+    of the group was committed.
+    """
+    try:
+        entries = await fetch_in_transaction(
+            db, SUBMIT_GROUP_SQL, *submit_group_args(workspace_id, items)
+        )
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+    if not isinstance(entries, list) or len(entries) != len(items):
+        raise SubstrateError("isokron_api.submit_group answered a different number of items")
+    return [item_outcome(e) for e in entries]
+
+
 async def submit(
     pool: asyncpg.Pool,
     *,
@@ -369,38 +432,18 @@ async def submit(
     """Admit the call against ``quotas`` and, if admitted, perform ``op`` with ``args``.
 
     Not admitted, ``over_limit_denial`` (``record_denial`` arguments) is chained instead (for
-    the per-minute budget, for the first call over only).
+    the per-minute budget, for the first call over only). A group of one: the gateway's
+    concurrent calls go through :class:`isokron.substrate.group_writes.GroupWriter`.
 
     Raises:
         RefusalError, NotFoundError, ConflictError: the substrate refused the operation.
         SubstrateError: the database failed.
     """
-    try:
-        row = await fetch_in_transaction(
-            pool,
-            SUBMIT_SQL,
-            workspace_id,
-            token_sha256,
-            list(quotas),
-            op,
-            dict(args),
-            idempotency_key,
-            dict(over_limit_denial),
-            row=True,
-        )
-    except DRIVER_ERRORS as exc:
-        raise translate(exc) from exc
-    assert row is not None
-    rate = row["rate"]
-    retry = rate.get("retry_after_seconds")
-    return Submitted(
-        allowed=bool(rate["allowed"]),
-        retry_after_seconds=None if retry is None else int(retry),
-        result=row["result"],
-        bucket=rate.get("bucket"),
-        code=rate.get("code"),
-        limit=rate.get("limit"),
-    )
+    item = Submission(token_sha256, quotas, op, args, idempotency_key, over_limit_denial)
+    (outcome,) = await submit_group(pool, workspace_id, [item])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 async def maintain(pool: asyncpg.Pool, workspace_id: str | None = None) -> dict[str, Any]:
