@@ -109,18 +109,21 @@ def test_ai_agent_runs_a_turn_with_the_isokron_provider(
     tool_messages = [m for m in script.requests[1]["messages"] if m["role"] == "tool"]
     assert len(tool_messages) == 1 and '"node_id"' in tool_messages[0]["content"]
 
-    # What the chain holds afterwards: the tool's write, the turn, and the session end.
+    # What the chain holds afterwards: the tool's write, the turn, and the session end, each
+    # exactly once. The tool's write comes first (the model's tool call is answered before the
+    # turn ends); Hermes runs sync_turn on its sync worker and calls on_session_end at shutdown
+    # without draining that worker, so the turn's entry and the session end may land in
+    # either order.
     events = [
         e for e in chain_events(substrate.admin, ws.workspace_id) if e["actor_kind"] == "kora"
     ]
-    assert [e["event_type"] for e in events] == [
-        "kora.node.created",
-        "kora.scratchpad.written",
-        "kora.session.ended",
-    ]
+    types = [e["event_type"] for e in events]
+    assert types[0] == "kora.node.created"
+    assert sorted(types[1:]) == ["kora.scratchpad.written", "kora.session.ended"]
     node_id = json.loads(tool_messages[0]["content"])["node_id"]
     assert payload(events[0])["node_id"] == node_id
-    assert payload(events[2])["session_id"] == SESSION_ID
+    [ended] = [e for e in events if e["event_type"] == "kora.session.ended"]
+    assert payload(ended)["session_id"] == SESSION_ID
     [entry] = scratchpad_rows(substrate.admin, ws.workspace_id)
     assert entry["session_id"] == SESSION_ID and "cap_iso_node_create" in entry["summary"]
     assert_chain_verifies(substrate.admin, ws.workspace_id)
