@@ -1,8 +1,10 @@
-"""The chain export bundle: a JSON Lines file an auditor can verify with nothing else.
+"""The chain export bundle: a line-oriented file an auditor can verify with nothing else.
 
-Line 1 is a header, then one line per event in seq order, then (version 2) one line per live
-state row, so the workspace's state can be checked offline against the chain (docs/chain.md §6
-and §11)::
+Line 1 is a JSON header, then one line per event in seq order, then (version 2 and later) one
+JSON line per live state row, so the workspace's state can be checked offline against the chain
+(docs/chain.md §6 and §11). Version 3 (what ``isokron export`` writes) carries each event as the
+hex of its exact hash input, its stored hash and its payload text, tab-separated
+(:mod:`isokron.chain.bundle_v3`); versions 1 and 2, still read, carry JSON event lines::
 
     {"format": "isokron-chain-export", "version": 2, "workspace_id": ..., "tenant_id": ...,
      "exported_at": ..., "event_count": N, "head_seq": ..., "head_hash": ..., "state_rows": M}
