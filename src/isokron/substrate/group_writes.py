@@ -14,8 +14,11 @@ one workspace, each in its own transaction, queue for the head row and each pays
   item whose token belongs to another (``workspace_mismatch``);
 * every caller is answered only after its group's statement has returned, i.e. committed (one
   statement outside a transaction block commits before the server answers it). If the group's
-  transaction itself fails (connection lost, the commit refused), every caller in it gets that
-  error and nothing of the group exists;
+  statement fails (the commit refused, the transaction aborted), every caller in it gets that
+  error and nothing of the group exists. If the connection is lost while the statement runs, the
+  outcome is unknown to the gateway, exactly as for a single write: every caller gets the
+  error, and a retry with the same idempotency key either replays the committed result or
+  writes once;
 * a caller that is cancelled stops waiting; its write still runs or has run with its group
   (exactly as a cancelled single-statement write may still commit), and the group is never
   cancelled on its behalf.
