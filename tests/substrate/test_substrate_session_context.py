@@ -160,7 +160,7 @@ def test_its_statements_are_planned_once_per_connection(substrate: SubstrateDSNs
             "WHERE n.nspname = 'isokron' AND p.proname = 'session_context'"
         ).fetchone()
     assert row is not None
-    assert "plan_cache_mode=force_generic_plan" in row[0]
+    assert {"plan_cache_mode=force_generic_plan", "jit=off"} <= set(row[0])
 
 
 async def test_the_gateway_role_may_not_call_it(

@@ -7,6 +7,8 @@
 --    and kept planning custom plans: most of a call's server time. Every statement here is
 --    index-backed whatever the values (0070's header), so the function runs with
 --    plan_cache_mode = force_generic_plan: each statement is planned once per connection.
+--    A generic plan costs a parameter LIMIT as 10% of the rows, which in a workspace of
+--    millions of events would pass jit_above_cost and compile every call: jit = off.
 --  * the row proof of policies and capabilities (each row's record digest equals what its
 --    approving event, or the workspace's latest state attestation, records; docs/chain.md
 --    §11) computes the same bytes with fewer calls: each column's UTF-8 bytes are converted
@@ -31,6 +33,7 @@ CREATE OR REPLACE FUNCTION isokron.session_context(
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET jit = off
 AS $fn$
 DECLARE
     v_att JSONB;
