@@ -152,6 +152,17 @@ def test_invoker_rights_stable_and_the_reader_role_only(substrate: SubstrateDSNs
     assert (secdef, volatility, reader_may, gateway_may) == (False, "s", True, False)
 
 
+def test_its_statements_are_planned_once_per_connection(substrate: SubstrateDSNs) -> None:
+    """0075: generic plans (a custom plan per call was most of the statement's server time)."""
+    with psycopg.connect(substrate.admin) as conn:
+        row = conn.execute(
+            "SELECT p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'isokron' AND p.proname = 'session_context'"
+        ).fetchone()
+    assert row is not None
+    assert {"plan_cache_mode=force_generic_plan", "jit=off"} <= set(row[0])
+
+
 async def test_the_gateway_role_may_not_call_it(
     workspace: writes.CreatedWorkspace, substrate: SubstrateDSNs
 ) -> None:

@@ -343,7 +343,25 @@ async def read_recent_events(
     return tuple(recent_event_from_row(r) for r in rows)
 
 
+# Events built from rows, by event id, with the row they were built from (an event never
+# changes; the row is compared anyway): the session context re-reads the same newest events.
+_EVENT_MEMO: dict[Any, tuple[tuple[Any, ...], RecentChainEvent]] = {}
+_EVENT_MEMO_MAX = 1024
+
+
 def recent_event_from_row(r: asyncpg.Record) -> RecentChainEvent:
+    raw = tuple(r.values())
+    memo = _EVENT_MEMO.get(r["event_id"])
+    if memo is not None and memo[0] == raw:
+        return memo[1]
+    event = _build_recent_event(r)
+    if len(_EVENT_MEMO) >= _EVENT_MEMO_MAX:
+        _EVENT_MEMO.clear()
+    _EVENT_MEMO[event.event_id] = (raw, event)
+    return event
+
+
+def _build_recent_event(r: asyncpg.Record) -> RecentChainEvent:
     return RecentChainEvent(
         event_id=r["event_id"],
         seq=r["seq"],
@@ -605,7 +623,7 @@ async def read_session_parts(
             charter_from_row, workspace_id, _parsed(row["charter"], "content_jsonb")
         ),
         policies=_or_refusal(
-            policies_from_rows, workspace_id, [_parsed(r, "policy_value") for r in row["policies"]]
+            policies_from_rows, workspace_id, _all_parsed(row["policies"], "policy_value")
         ),
         capabilities=_or_refusal(
             lambda ws, rows: capability_row_from_rows(ws, actor_kind, rows),
@@ -628,6 +646,19 @@ def _parsed(record: asyncpg.Record | None, json_field: str) -> dict[str, Any] | 
     out = dict(record.items())
     text = out[json_field]
     out[json_field] = None if text is None else json.loads(text)
+    return out
+
+
+def _all_parsed(records: list[asyncpg.Record], json_field: str) -> list[dict[str, Any]]:
+    """Parts' records as dicts with their JSONB field (sent as text) parsed: one json.loads
+    for all of them (a policy registry is ~31 small values)."""
+    texts = ("null" if r[json_field] is None else r[json_field] for r in records)
+    values = json.loads("[" + ",".join(texts) + "]")
+    out = []
+    for record, value in zip(records, values, strict=True):
+        part = dict(record.items())
+        part[json_field] = value
+        out.append(part)
     return out
 
 
