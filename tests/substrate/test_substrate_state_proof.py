@@ -237,6 +237,42 @@ async def test_sql_and_python_records_agree_byte_for_byte(
     assert compared > 31 + 49 * 5
 
 
+STATE_OF_KEYED_SQL = "SELECT isokron.state_of(%s, %s, %s)"
+MISSING_KEYS = {
+    "public.workspaces": "no-such-workspace",
+    "hivex_foundation.tenant": "no-such-workspace",
+    "public.kora_policy_registry": "policy.no_such_policy",
+    "public.kora_capability_matrix": "cap_none/critic",
+}
+
+
+async def test_keyed_records_are_the_unkeyed_records_of_those_keys(
+    admin_pool: asyncpg.Pool, substrate: SubstrateDSNs
+) -> None:
+    """The generated per-table functions (0061) that state_of uses for keys give, for every state
+    table, exactly what the dynamic record_sql gives for all rows: same keys, same records; a
+    key without a row maps to null; an unknown table is refused as before."""
+    async with admin_pool.acquire() as conn:
+        pop = await _populate(conn, "keyed")
+    ws_id = pop.ws.workspace_id
+    with psycopg.connect(substrate.admin) as conn:
+        conn.execute("SELECT set_config('app.current_workspace_id', %s, false)", (ws_id,))
+        for table in STATE_TABLES:
+            every = conn.execute(STATE_OF_SQL, (table.name, ws_id)).fetchone()[0]
+            assert every, table.name
+            missing = MISSING_KEYS.get(table.name, str(uuid4()))
+            keys = [*every, missing, next(iter(every))]
+            keyed = conn.execute(STATE_OF_KEYED_SQL, (table.name, ws_id, keys)).fetchone()[0]
+            assert keyed == {**every, missing: None}, table.name
+            one = conn.execute(STATE_OF_KEYED_SQL, (table.name, ws_id, [pop.keys[table.name]]))
+            assert one.fetchone()[0] == {pop.keys[table.name]: every[pop.keys[table.name]]}
+            empty = conn.execute(STATE_OF_KEYED_SQL, (table.name, ws_id, [])).fetchone()[0]
+            assert empty == {}, table.name
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute(STATE_OF_KEYED_SQL, ("public.not_state", ws_id, ["x"]))
+        assert refused.value.sqlstate == "IKV01"
+
+
 CASES = [(t.name, op) for t in STATE_TABLES for op in ("UPDATE", "DELETE", "INSERT")]
 
 
