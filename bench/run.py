@@ -22,13 +22,15 @@ from bench.config import FULL, QUICK
 from bench.report import Section, render_markdown, render_table, write_json
 from bench.substrate import bench_database
 
-#: Benchmark modules in the order they run (each has ``run(db, sizes) -> Section``).
+#: Benchmark modules in the order they run (each has ``run(db, sizes) -> Section``). Capacity
+#: runs before the benchmarks that load large databases into the same server: their autovacuum
+#: and checkpoints would otherwise be counted in its PostgreSQL CPU per write.
 BENCHMARKS: dict[str, str] = {
     "pipeline": "bench.pipeline",
+    "capacity": "bench.gateway_capacity",
     "chain": "bench.chain_cost",
     "verify": "bench.verification",
     "gateway": "bench.gateway_latency",
-    "capacity": "bench.gateway_capacity",
     "provider": "bench.provider_turn",
 }
 
