@@ -153,7 +153,7 @@ def test_invoker_rights_stable_and_the_reader_role_only(substrate: SubstrateDSNs
 
 
 def test_its_statements_are_planned_once_per_connection(substrate: SubstrateDSNs) -> None:
-    """0075: generic plans (a custom plan per call was most of the statement's server time)."""
+    """0070: generic plans (a custom plan per call was most of the statement's server time)."""
     with psycopg.connect(substrate.admin) as conn:
         row = conn.execute(
             "SELECT p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
