@@ -232,6 +232,59 @@ async def test_over_quota_inside_a_group_is_answered_as_one_call_would_be(
     ]
 
 
+WRITES_COUNT_SQL = """
+SELECT coalesce(sum(calls), 0) FROM isokron.quota_windows
+WHERE workspace_id = $1 AND bucket = $2
+"""
+
+
+async def _counted(admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace, bucket: str) -> int:
+    async with (
+        admin_pool.acquire() as conn,
+        connection.workspace_transaction(conn, ws.workspace_id),
+    ):
+        return int(await conn.fetchval(WRITES_COUNT_SQL, ws.workspace_id, bucket))
+
+
+async def test_one_agents_group_is_counted_once_and_a_failed_call_gives_its_unit_back(
+    gateway_pool: asyncpg.Pool, admin_pool: asyncpg.Pool, make_workspace: Callable
+) -> None:
+    """One token's calls with one list of quotas are counted together (migration 0063): the
+    budgets then hold exactly the calls that were performed, as when each call was counted
+    in its own subtransaction."""
+    ws = await make_workspace("group-count")
+    token = await _token(admin_pool, ws)
+    quotas = [
+        {"bucket": "writes", "limit": 1_000, "window_seconds": 60},
+        {"bucket": "burst", "limit": 1_000, "window_seconds": 3600},
+    ]
+    writer = GroupWriter(gateway_pool, in_flight=1)  # one group: all calls in it
+    bad = {"event_type": "Not Dotted", "payload": {}}
+
+    outcomes = await asyncio.gather(
+        *(
+            writer.submit(**_call(ws, token, bad if i in (1, 4) else _append(i), quotas=quotas))
+            for i in range(6)
+        ),
+        return_exceptions=True,
+    )
+
+    assert writer.stats.sizes == {6: 1}
+    assert [isinstance(o, RefusalError) for o in outcomes] == [i in (1, 4) for i in range(6)]
+    assert all(o.allowed for o in outcomes if isinstance(o, writes.Submitted))
+    assert await _counted(admin_pool, ws, "writes") == 4
+    assert await _counted(admin_pool, ws, "burst") == 4
+
+    # A group that does not fit is counted call by call: the first two fit, the rest do not.
+    tight = [{"bucket": "writes", "limit": 6, "window_seconds": 60}]
+    more = await asyncio.gather(
+        *(writer.submit(**_call(ws, token, _append(10 + i), quotas=tight)) for i in range(4))
+    )
+    assert [m.allowed for m in more] == [True, True, False, False]
+    assert more[2].code == "rate_limited" and more[2].limit == 6
+    assert await _counted(admin_pool, ws, "writes") == 8  # refused calls count in writes
+
+
 async def test_idempotent_replay_inside_one_group(
     gateway_pool: asyncpg.Pool, admin_pool: asyncpg.Pool, make_workspace: Callable
 ) -> None:

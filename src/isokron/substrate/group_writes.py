@@ -91,9 +91,10 @@ class GroupWriter:
     """Coalesces concurrent :meth:`submit` calls of one workspace into group writes.
 
     Borrows ``pool`` (the gateway role's) and never closes it; each group runs one statement on
-    one connection; ``in_flight`` groups of one workspace may hold a connection at once. While any workspace has a group in flight, connections that ran a group are
-    kept for the next (at most one less than the pool holds); when the last group of a burst
-    is done, they go back to the pool.
+    one connection, and ``in_flight`` groups of one workspace may each hold one at once. While
+    any workspace has a group in flight, connections that ran a group are kept for the next (at
+    most one less than the pool holds); when the last group of a burst is done, they go back to
+    the pool.
     """
 
     def __init__(

@@ -7,6 +7,12 @@
 --    it did (which window refused, retry_after_seconds, whether a denial is chained). Lists it
 --    does not cover (a quota on open escalations, windows over an hour, repeated buckets,
 --    anything malformed) go to admit_in_order directly.
+--  * isokron_api.submit_group counts one agent's concurrent calls (one token, one list of
+--    quotas) together: one upsert per quota for the group (isokron.admit_units with the group's
+--    size) when all of them fit, each call then admitted as it would have been alone; a call
+--    that fails gives its unit back (isokron.uncount), as its rolled-back subtransaction did.
+--    When they do not all fit, nothing is counted for the group and each call is admitted on
+--    its own, as in 0060.
 --  * hivex_foundation.append_chain_event looks the head up under the transaction's workspace
 --    scope before it reads the tenant row (see there). Nothing hashed changes (docs/chain.md §4).
 --  * isokron.set_local checks the setting's name without a regular expression and sets it
@@ -29,11 +35,42 @@ END
 $keep$;
 REVOKE ALL ON FUNCTION isokron.admit_in_order(TEXT, UUID, JSONB) FROM PUBLIC;
 
--- Count the call in each quota's current window (one upsert per quota, returning the count);
--- all within their limits: admitted. Otherwise the counts go back to what they were (a window
--- this call opened is removed again) and admit_in_order decides, from the same state.
-CREATE OR REPLACE FUNCTION isokron.admit(p_workspace_id TEXT, p_actor_id UUID, p_quotas JSONB)
-RETURNS JSONB
+-- Take p_units calls back from each quota's current window (a window left at 0 is removed, as if
+-- never opened). The rows are this transaction's: it counted them, so it holds their locks.
+CREATE OR REPLACE FUNCTION isokron.uncount(
+    p_workspace_id TEXT, p_actor_id UUID, p_quotas JSONB, p_units INTEGER
+) RETURNS VOID
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_now TIMESTAMPTZ := now();
+    q JSONB;
+    v_calls INTEGER;
+BEGIN
+    FOR i IN 0 .. jsonb_array_length(p_quotas) - 1 LOOP
+        q := p_quotas -> i;
+        UPDATE isokron.quota_windows SET calls = calls - p_units
+            WHERE workspace_id = p_workspace_id AND actor_id = p_actor_id
+              AND bucket = q ->> 'bucket'
+              AND window_start = isokron.quota_slot((q ->> 'window_seconds')::int, v_now)
+            RETURNING calls INTO v_calls;
+        IF v_calls = 0 THEN
+            DELETE FROM isokron.quota_windows
+                WHERE workspace_id = p_workspace_id AND actor_id = p_actor_id
+                  AND bucket = q ->> 'bucket'
+                  AND window_start = isokron.quota_slot((q ->> 'window_seconds')::int, v_now);
+        END IF;
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION isokron.uncount(TEXT, UUID, JSONB, INTEGER) FROM PUBLIC;
+
+-- Count p_units calls in each quota's current window (one upsert per quota, returning the
+-- count). All within their limits: admitted, the answer admit_in_order gives an admitted call,
+-- with calls = the writes budget's count after the last unit. Otherwise, or for a list this
+-- does not cover, NULL, and nothing counted (the counts went back to what they were).
+CREATE OR REPLACE FUNCTION isokron.admit_units(
+    p_workspace_id TEXT, p_actor_id UUID, p_quotas JSONB, p_units INTEGER
+) RETURNS JSONB
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_now TIMESTAMPTZ := now();
@@ -45,8 +82,8 @@ DECLARE
     v_writes_limit INTEGER;
     v_over BOOLEAN := false;
 BEGIN
-    IF jsonb_typeof(p_quotas) IS DISTINCT FROM 'array' THEN
-        RETURN isokron.admit_in_order(p_workspace_id, p_actor_id, p_quotas);
+    IF jsonb_typeof(p_quotas) IS DISTINCT FROM 'array' OR p_units IS NULL OR p_units < 1 THEN
+        RETURN NULL;
     END IF;
     v_n := jsonb_array_length(p_quotas);
     -- Only the lists whose every quota is counted per window of 1 s to 1 h (the writes budget
@@ -59,7 +96,7 @@ BEGIN
            OR (q ->> 'window_seconds')::numeric NOT BETWEEN 1 AND 3600
            OR ((q ->> 'bucket') = 'writes' AND (q ->> 'window_seconds')::numeric <> 60)
            OR jsonb_typeof(coalesce(q -> 'limit', 'null')) NOT IN ('number', 'null') THEN
-            RETURN isokron.admit_in_order(p_workspace_id, p_actor_id, p_quotas);
+            RETURN NULL;
         END IF;
         v_buckets := v_buckets || (q ->> 'bucket');
     END LOOP;
@@ -67,9 +104,9 @@ BEGIN
         q := p_quotas -> i;
         INSERT INTO isokron.quota_windows AS w (workspace_id, actor_id, bucket, window_start, calls)
             VALUES (p_workspace_id, p_actor_id, q ->> 'bucket',
-                    isokron.quota_slot((q ->> 'window_seconds')::int, v_now), 1)
+                    isokron.quota_slot((q ->> 'window_seconds')::int, v_now), p_units)
             ON CONFLICT (workspace_id, actor_id, bucket, window_start)
-            DO UPDATE SET calls = w.calls + 1
+            DO UPDATE SET calls = w.calls + p_units
             RETURNING calls INTO v_calls;
         IF v_calls > (q ->> 'limit')::int THEN
             v_over := true;
@@ -80,23 +117,12 @@ BEGIN
         END IF;
     END LOOP;
     IF v_over THEN
-        FOR i IN 0 .. v_n - 1 LOOP
-            q := p_quotas -> i;
-            UPDATE isokron.quota_windows SET calls = calls - 1
-                WHERE workspace_id = p_workspace_id AND actor_id = p_actor_id
-                  AND bucket = q ->> 'bucket'
-                  AND window_start = isokron.quota_slot((q ->> 'window_seconds')::int, v_now)
-                RETURNING calls INTO v_calls;
-            IF v_calls = 0 THEN
-                DELETE FROM isokron.quota_windows
-                    WHERE workspace_id = p_workspace_id AND actor_id = p_actor_id
-                      AND bucket = q ->> 'bucket'
-                      AND window_start = isokron.quota_slot((q ->> 'window_seconds')::int, v_now);
-            END IF;
-        END LOOP;
-        RETURN isokron.admit_in_order(p_workspace_id, p_actor_id, p_quotas);
+        PERFORM isokron.uncount(p_workspace_id, p_actor_id, p_quotas, p_units);
+        RETURN NULL;
     END IF;
-    IF v_writes_calls = 1 THEN
+    IF v_writes_calls = p_units THEN
+        -- This opened the minute's window: drop the actor's windows older than a day, as
+        -- admit_in_order does when it opens one.
         DELETE FROM isokron.quota_windows
             WHERE workspace_id = p_workspace_id AND actor_id = p_actor_id
               AND window_start < v_now - interval '25 hours';
@@ -105,7 +131,116 @@ BEGIN
                               'retry_after_seconds', 0, 'chain_denial', false);
 END
 $fn$;
+REVOKE ALL ON FUNCTION isokron.admit_units(TEXT, UUID, JSONB, INTEGER) FROM PUBLIC;
+
+-- One call: counted by admit_units when it is admitted, else decided by admit_in_order.
+CREATE OR REPLACE FUNCTION isokron.admit(p_workspace_id TEXT, p_actor_id UUID, p_quotas JSONB)
+RETURNS JSONB
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    RETURN coalesce(isokron.admit_units(p_workspace_id, p_actor_id, p_quotas, 1),
+                    isokron.admit_in_order(p_workspace_id, p_actor_id, p_quotas));
+END
+$fn$;
 REVOKE ALL ON FUNCTION isokron.admit(TEXT, UUID, JSONB) FROM PUBLIC;
+
+-- ---------------------------------------------------------------- the group (0060's)
+CREATE OR REPLACE FUNCTION isokron_api.submit_group(
+    p_workspace_id TEXT, p_tokens BYTEA[], p_items JSONB
+) RETURNS JSONB[]
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_n INTEGER := coalesce(cardinality(p_tokens), 0);
+    v_tenant UUID;
+    v_principals JSONB := '{}';
+    v_who JSONB;
+    v_item JSONB;
+    v_actor UUID;
+    v_rate JSONB;
+    v_result JSONB;
+    v_out JSONB[] := '{}';
+    v_state TEXT;
+    v_message TEXT;
+    v_detail TEXT;
+    v_hint TEXT;
+    v_counted JSONB;
+    v_counted_actor UUID;
+BEGIN
+    IF v_n = 0 OR v_n > 256 OR jsonb_typeof(p_items) IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_items) <> v_n THEN
+        PERFORM isokron.fail('IKV01', 'a group is 1 to 256 tokens and as many items');
+    END IF;
+    v_tenant := isokron.enter_workspace(p_workspace_id);
+    -- The workspace's group lock before any row lock (see above). A transaction-level advisory
+    -- lock, not the head row's: a row the transaction locked and a subtransaction then updates
+    -- gets a MultiXact for every update, which every later look at the row has to resolve.
+    PERFORM pg_advisory_xact_lock(1264, hashtext(p_workspace_id));
+    -- One agent's concurrent calls (one token, one list of quotas) are counted together: one
+    -- upsert per quota for the whole group instead of one per call, when every call fits (see
+    -- isokron.admit_units; otherwise nothing is counted here and each call is admitted on its
+    -- own below, exactly as before). A call that then fails gives its unit back.
+    IF v_n > 1 AND p_tokens[1] = ALL(p_tokens) AND (
+            SELECT bool_and(e -> 'quotas' = p_items -> 0 -> 'quotas')
+            FROM jsonb_array_elements(p_items) e) THEN
+        BEGIN
+            v_who := isokron.principal_of_token(p_tokens[1]);
+        EXCEPTION WHEN OTHERS THEN
+            v_who := NULL;  -- refused: each call meets the refusal on its own below
+        END;
+        IF v_who ->> 'workspace_id' = p_workspace_id THEN
+            v_principals := jsonb_build_object(encode(p_tokens[1], 'hex'), v_who);
+            v_counted_actor := (v_who ->> 'actor_id')::uuid;
+            v_counted := isokron.admit_units(p_workspace_id, v_counted_actor,
+                p_items -> 0 -> 'quotas', v_n);
+        END IF;
+    END IF;
+    FOR i IN 1 .. v_n LOOP
+        BEGIN
+            v_item := p_items -> (i - 1);
+            -- Items presenting the same token share its resolution (same statement, same
+            -- token, same answer); a token that is refused is refused for each of its items.
+            v_who := v_principals -> encode(p_tokens[i], 'hex');
+            IF v_who IS NULL THEN
+                v_who := isokron.principal_of_token(p_tokens[i]);
+                v_principals := v_principals || jsonb_build_object(encode(p_tokens[i], 'hex'), v_who);
+            END IF;
+            IF v_who ->> 'workspace_id' <> p_workspace_id THEN
+                PERFORM isokron.fail('IKW01', 'this service token belongs to another workspace than '
+                    || quote_literal(p_workspace_id));
+            END IF;
+            v_actor := (v_who ->> 'actor_id')::uuid;
+            IF v_counted IS NULL THEN
+                v_rate := isokron.admit(p_workspace_id, v_actor, v_item -> 'quotas');
+            ELSE
+                -- The writes budget's count after this call, as admitting it alone would say.
+                v_rate := v_counted || jsonb_build_object('calls', greatest(0,
+                    (v_counted ->> 'calls')::int - v_n + i));
+            END IF;
+            v_result := CASE
+                WHEN (v_rate ->> 'allowed')::boolean THEN isokron.run_op_for(v_item ->> 'op',
+                    v_tenant, p_workspace_id, v_actor, v_who ->> 'actor_kind', v_item -> 'args',
+                    v_item ->> 'key')
+                WHEN (v_rate ->> 'chain_denial')::boolean THEN isokron.run_op_for('record_denial',
+                    v_tenant, p_workspace_id, v_actor, v_who ->> 'actor_kind', v_item -> 'denial',
+                    NULL)
+                END;
+            v_out := v_out || jsonb_build_object('rate', v_rate, 'result', v_result);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+            IF v_counted IS NOT NULL THEN
+                -- Its unit was counted with the group's, outside its subtransaction.
+                PERFORM isokron.uncount(p_workspace_id, v_counted_actor, p_items -> 0 -> 'quotas', 1);
+            END IF;
+            v_out := v_out || jsonb_build_object('error', jsonb_build_object('sqlstate', v_state,
+                'message', v_message, 'detail', nullif(v_detail, ''), 'hint', nullif(v_hint, '')));
+        END;
+    END LOOP;
+    RETURN v_out;
+END
+$fn$;
 
 -- ---------------------------------------------------------------- the chain append
 CREATE OR REPLACE FUNCTION hivex_foundation.append_chain_event(
