@@ -4,13 +4,8 @@ A workspace's appends serialize on its chain head (docs/chain.md §2), so concur
 one workspace, each in its own transaction, queue for the head row and each pays its own commit
 (a WAL flush) while holding it. :class:`GroupWriter` coalesces them instead:
 
-* per workspace, at most ``in_flight`` groups (two) run at once; calls that arrive meanwhile
-  queue, and when a group has committed the queue (up to ``max_group`` calls) becomes the next
-  group. Calls queued while no group runs are shared between two groups. The second group waits
-  in the database for the first one's group lock and starts the moment it commits, so the
-  database does not wait for the gateway to answer one group and send the next; the groups of
-  a workspace still commit one after the other, each holding the lock from its first item to
-  its commit;
+* per workspace, at most one group is in flight; calls that arrive meanwhile queue, and when the
+  group has committed the queue (up to ``max_group`` calls) becomes the next group;
 * a group is one ``isokron_api.submit_group`` statement (:func:`writes.submit_group`): one round
   trip, one chain-head lock hold, one commit; each call is still its own admission, its own
   rows and its own event, authenticated by the database from its own token hash, and
@@ -52,11 +47,6 @@ log = logging.getLogger("isokron.substrate")
 #: Most calls in one group. Each call is one subtransaction: PostgreSQL caches 64 subtransaction
 #: ids per backend before other sessions' snapshots get slower (suboverflow).
 DEFAULT_MAX_GROUP = 32
-#: Groups of one workspace running at once. The second waits in PostgreSQL for the first one's
-#: group lock, so it starts the moment the first commits instead of after the first one's
-#: callers have been answered and the next group sent: the database is not idle while the
-#: gateway turns a group around.
-DEFAULT_IN_FLIGHT = 2
 #: What a group's round trip may raise: nothing of the group was committed, every caller gets it.
 _GROUP_FAILURES: tuple[type[BaseException], ...] = (
     *DRIVER_ERRORS,
@@ -91,26 +81,16 @@ class GroupWriter:
     """Coalesces concurrent :meth:`submit` calls of one workspace into group writes.
 
     Borrows ``pool`` (the gateway role's) and never closes it; each group runs one statement on
-    one connection, and ``in_flight`` groups of one workspace may each hold one at once. While
-    any workspace has a group in flight, connections that ran a group are kept for the next (at
-    most one less than the pool holds); when the last group of a burst is done, they go back to
-    the pool.
+    one connection. While any workspace has a group in flight, connections that ran a group are
+    kept for the next (at most one less than the pool holds); when the last group of a burst
+    is done, they go back to the pool.
     """
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        max_group: int = DEFAULT_MAX_GROUP,
-        in_flight: int = DEFAULT_IN_FLIGHT,
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, max_group: int = DEFAULT_MAX_GROUP) -> None:
         if max_group < 1:
             raise ConfigError(f"a group holds at least one call, not {max_group}")
-        if in_flight < 1:
-            raise ConfigError(f"at least one group per workspace runs at a time, not {in_flight}")
         self.pool = pool
         self.max_group = max_group
-        self.in_flight = in_flight
         self.stats = GroupStats()
         self._queues: dict[str, list[_Pending]] = {}
         self._drains: dict[str, asyncio.Task[None]] = {}
@@ -151,26 +131,13 @@ class GroupWriter:
         return outcome
 
     async def _drain(self, workspace_id: str) -> None:
-        """Run this workspace's queued calls, at most ``in_flight`` groups at a time, until
-        none is left."""
-        running: set[asyncio.Task[None]] = set()
+        """Run this workspace's queued calls, one group at a time, until none is left."""
         try:
-            while True:
-                queue = self._queues.get(workspace_id)
-                if queue and len(running) < self.in_flight:
-                    # The calls waiting are shared among the groups that may start now, so that
-                    # the next group is already waiting for the lock when one commits.
-                    free = self.in_flight - len(running)
-                    size = min(self.max_group, -(-len(queue) // free))
-                    group, self._queues[workspace_id] = queue[:size], queue[size:]
-                    running.add(asyncio.create_task(self._run(workspace_id, group)))
-                    continue
-                if not running:
-                    break
-                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            while queue := self._queues.get(workspace_id):
+                group = queue[: self.max_group]
+                self._queues[workspace_id] = queue[self.max_group :]
+                await self._run(workspace_id, group)
         finally:
-            for task in running:
-                task.cancel()
             # No await between the last look at the queue and here: nothing can slip in.
             self._drains.pop(workspace_id, None)
             left = self._queues.pop(workspace_id, [])
