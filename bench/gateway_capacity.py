@@ -297,6 +297,9 @@ def _measure_gateway(
     out = run_wrk(wrk, script, url, seconds)
     elapsed = time.perf_counter() - started
     server1, pg1 = _cpu_seconds([proc]), _cpu_seconds(pg)
+    # Backends the gateway's pool opened during the run: all of their CPU time is the run's.
+    known = {p.pid for p in pg}
+    pg1 += _cpu_seconds([p for p in postgres_processes(db) if p.pid not in known])
     rows1, head1 = asyncio.run(_counts(db.dsns.admin, ws))
     return _Window(
         wrk=out,
