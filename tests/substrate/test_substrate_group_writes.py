@@ -203,7 +203,7 @@ async def _counted(admin_pool: asyncpg.Pool, ws: writes.CreatedWorkspace, bucket
 async def test_one_agents_group_is_counted_once_and_a_failed_call_gives_its_unit_back(
     gateway_pool: asyncpg.Pool, admin_pool: asyncpg.Pool, make_workspace: Callable
 ) -> None:
-    """One token's calls with one list of quotas are counted together (migration 0063): the
+    """One token's calls with one list of quotas are counted together (migration 0073): the
     budgets then hold exactly the calls that were performed, as when each call was counted
     in its own subtransaction."""
     ws = await make_workspace("group-count")

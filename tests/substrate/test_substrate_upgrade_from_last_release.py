@@ -1,13 +1,15 @@
-"""The last landed release (migrations through 0044) upgrades in place (issue 12's migrations).
+"""The landed releases upgrade in place (issue 12's migrations).
 
-A database is built with migrations 0001-0044 only and populated through that release's entry
-points: the owner's ``write_as`` and the gateway role's one-statement admission + write
-(``admit_write`` then ``isokron_api.write``, as that release's gateway sent it). Upgrading
-applies 0060 onwards (group appends, the one-statement reads); then ``verify`` passes, group
-writes and the one-statement session context work on the old rows, and a version-3 export of the
-whole chain verifies (bundles of versions 1 and 2 are read by tests/chain).
+Two releases: migrations through 0044 (before issue 12), and through 0071 (the last landed
+release: group appends and the one-statement reads, before 0072-0073). A database is built with
+that release's migrations only and populated through its entry points: the owner's
+``write_as``, and the gateway role's statement as that release's gateway sent it (0044:
+``admit_write`` then ``isokron_api.write``; 0071: ``isokron_api.submit_group``, in groups, so
+the quota windows hold counts made call by call). Upgrading applies the rest; then ``verify``
+passes, group writes (one agent's calls counted together since 0073) and the one-statement
+session context work on the old rows, and a version-3 export of the whole chain verifies
+(bundles of versions 1 and 2 are read by tests/chain).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +29,7 @@ from isokron.substrate.dsn import SubstrateDSNs
 from isokron.substrate.group_writes import GroupWriter
 from isokron.substrate.migrate import upgrade
 
-LAST_RELEASE = "0044.maintenance-isolates-workspaces"
+RELEASES = ["0044.maintenance-isolates-workspaces", "0071.recall-in-one-statement"]
 # What the 0044 release's gateway sent for one write (its writes.SUBMIT_SQL).
 OLD_SUBMIT_SQL = """
 WITH budget AS (SELECT isokron_api.admit_write($2::bytea, $3::jsonb) AS rate)
@@ -45,7 +47,7 @@ def _quotas(op: str, event_type: str | None = None) -> list[dict[str, Any]]:
     ]
 
 
-async def _populate(dsns: SubstrateDSNs, workspace_id: str) -> dict[str, Any]:
+async def _populate(dsns: SubstrateDSNs, workspace_id: str, release: str) -> dict[str, Any]:
     admin = await connection.connect(dsns.admin)
     try:
         created = await writes.create_workspace(admin, workspace_id, seed=default_seed())
@@ -54,45 +56,48 @@ async def _populate(dsns: SubstrateDSNs, workspace_id: str) -> dict[str, Any]:
         )
     finally:
         await admin.close()
-    gateway = await connection.connect(dsns.gateway)
     digest = writes.token_sha256(issued.token)
+    appends = [
+        ("append_event", {"event_type": "kora.note.recorded", "payload": {"n": i}}, f"old-{i}")
+        for i in range(5)
+    ]
+    scratchpad = writes.scratchpad_args(kind="observation", summary="old entry", content="before")
+    calls = [*appends, ("write_scratchpad_entry", scratchpad, None)]
+    gateway = await connection.connect(dsns.gateway)
     try:
-        for i in range(5):
-            assert await gateway.fetchval(
-                OLD_SUBMIT_SQL,
-                workspace_id,
-                digest,
-                _quotas("append_event", "kora.note.recorded"),
-                "append_event",
-                {"event_type": "kora.note.recorded", "payload": {"n": i}},
-                f"old-{i}",
-            )
-        args = writes.scratchpad_args(kind="observation", summary="old entry", content="before")
-        assert await gateway.fetchval(
-            OLD_SUBMIT_SQL,
-            workspace_id,
-            digest,
-            _quotas("write_scratchpad_entry"),
-            "write_scratchpad_entry",
-            args,
-            None,
-        )
+        if release.startswith("0044"):
+            for op, args, key in calls:
+                quotas = _quotas(op, args.get("event_type"))
+                assert await gateway.fetchval(
+                    OLD_SUBMIT_SQL, workspace_id, digest, quotas, op, args, key
+                )
+        else:
+            items = [
+                writes.Submission(
+                    digest, _quotas(op, args.get("event_type")), op, args, key, DENIAL
+                )
+                for op, args, key in calls
+            ]
+            for outcome in await writes.submit_group(gateway, workspace_id, items):
+                assert isinstance(outcome, writes.Submitted) and outcome.allowed, outcome
     finally:
         await gateway.close()
     return {"token": issued.token}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=RELEASES, ids=lambda r: r.split(".")[0])
 def last_release(
-    fresh_database: Callable[[], str],
+    request: pytest.FixtureRequest, fresh_database: Callable[[], str]
 ) -> tuple[SubstrateDSNs, str, dict[str, Any]]:
+    release = request.param
     dsn = fresh_database()
-    upgrade(dsn, until=LAST_RELEASE)
+    upgrade(dsn, until=release)
     dsns = SubstrateDSNs.derive(dsn)
     ws = f"rel-{uuid4().hex[:8]}"
-    info = asyncio.run(_populate(dsns, ws))
+    info = asyncio.run(_populate(dsns, ws, release))
     applied = upgrade(dsn).applied
-    assert applied and all(int(m.split(".")[0]) > 44 for m in applied), applied
+    number = int(release.split(".")[0])
+    assert applied and all(int(m.split(".")[0]) > number for m in applied), applied
     return dsns, ws, info
 
 
