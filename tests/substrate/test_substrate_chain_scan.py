@@ -25,7 +25,7 @@ from isokron.chain import (
 )
 from isokron.chain.bundle_v3 import encode_event_line
 from isokron.chain.state import STATE_TABLES
-from isokron.substrate import audit, writes
+from isokron.substrate import audit, chain_export, writes
 from isokron.substrate.chain_export import copy_event_lines, copy_state_lines
 from isokron.substrate.chain_scan import scan_chain
 from isokron.substrate.dsn import SubstrateDSNs
@@ -207,11 +207,30 @@ TRICKY_PAYLOADS: list[Any] = [
 ]
 
 
+# Forged after the writes: no change, an event deleted (a gap), the head moved far away (a gap
+# of 2^60 seqs, which must not make 2^60 / group empty groups).
+CHAIN_SHAPES = {
+    "contiguous": None,
+    "gap": f"DELETE FROM {T} WHERE tenant_id = $1 AND seq = 7",
+    "far-seq": f"UPDATE {T} SET seq = 1152921504606846976 WHERE tenant_id = $1 AND seq = "
+    f"(SELECT max(seq) FROM {T} WHERE tenant_id = $1)",
+}
+
+
+@pytest.mark.parametrize("group", [1000, 3])
+@pytest.mark.parametrize("shape", list(CHAIN_SHAPES))
 async def test_exported_lines_are_what_the_python_exporter_writes(
-    ws: writes.CreatedWorkspace, substrate: SubstrateDSNs, admin_pool: asyncpg.Pool
+    ws: writes.CreatedWorkspace,
+    substrate: SubstrateDSNs,
+    admin_pool: asyncpg.Pool,
+    shape: str,
+    group: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The database builds the export's version-3 event lines (COPY); they must equal, byte for
-    byte, what encode_event_line writes for the same events (erased one, escapes too)."""
+    byte, what encode_event_line writes for the same events (erased one, escapes too), in
+    groups of any size, over a contiguous chain (groups read by seq) or one with gaps."""
+    monkeypatch.setattr(chain_export, "EVENTS_PER_ROW", group)
     for payload in TRICKY_PAYLOADS:
         await writes.write(
             admin_pool,
@@ -230,6 +249,8 @@ async def test_exported_lines_are_what_the_python_exporter_writes(
             ws.tenant_id,
             'kora."é\\\n\u0002',
         )
+        if CHAIN_SHAPES[shape] is not None:
+            await conn.execute(CHAIN_SHAPES[shape], ws.tenant_id)
     with psycopg.connect(substrate.admin) as conn, conn.transaction():
         tenant = audit._tenant_of(conn, ws.workspace_id)
         spool = io.BytesIO()
@@ -237,7 +258,7 @@ async def test_exported_lines_are_what_the_python_exporter_writes(
         records = list(
             audit.iter_chain(conn, tenant, workspace_id=ws.workspace_id, with_payloads=True)
         )
-    assert count == len(records) == EVENTS + len(TRICKY_PAYLOADS)
+    assert count == len(records) == EVENTS + len(TRICKY_PAYLOADS) - (shape == "gap")
     assert (head_seq, head_hash) == (records[-1].seq, records[-1].this_event_hash)
     assert spool.getvalue() == b"".join(encode_event_line(r) for r in records)
 
