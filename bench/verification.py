@@ -4,7 +4,8 @@ One workspace's chain (half ``append_event``, half scratchpad entries, every eve
 write operations) is verified from the database (``audit.verify_workspace``: the chain check
 inside PostgreSQL, then the row and state checks, timed separately), exported
 (``audit.export_workspace``, bundle version 3) and verified from the file (``chain.verify_bundle``,
-the pure-Python verifier; its chain check and its state check timed separately). The baseline
+the pure-Python verifier; its chain check, on one process per CPU, and its state check timed
+separately; the chain check on one process beside it). The baseline
 is a bare SHA-256 walk over the exact hash-input bytes of every event, already in memory: the
 physical limit of any verifier. Every figure is measured ``ROUNDS`` times, each round running
 the baseline beside it (interleaved, so that other load on the shared machine hits both
@@ -29,7 +30,7 @@ from bench.preload import event_item, preload, scratchpad_item
 from bench.report import Row, Section, Target, fmt
 from bench.stats import rate
 from bench.substrate import BenchDatabase, BenchWorkspace, create_bench_workspace
-from isokron.chain import record_hash_input, verify_bundle, verify_records
+from isokron.chain import bundle_parallel, record_hash_input, verify_bundle, verify_records
 from isokron.substrate import audit, connection
 
 ROUNDS = 3
@@ -125,7 +126,20 @@ def _round(admin: str, ws: BenchWorkspace, bare: Callable[[], None], path: Path)
         bundle_state=timings["state_seconds"],
         bytes=path.stat().st_size,
     )
+    out["from_bundle_one_process"] = _one_process_chain_seconds(path)
     return out
+
+
+def _one_process_chain_seconds(path: Path) -> float:
+    """The bundle's chain check walked on one process (the parallel check switched off)."""
+    saved = bundle_parallel.PARALLEL_MIN_BYTES
+    bundle_parallel.PARALLEL_MIN_BYTES = 1 << 62
+    try:
+        timings: dict[str, float] = {}
+        assert verify_bundle(path, timings=timings).ok
+        return timings["chain_seconds"]
+    finally:
+        bundle_parallel.PARALLEL_MIN_BYTES = saved
 
 
 def measure(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
@@ -153,6 +167,7 @@ def measure(db: BenchDatabase, ws: BenchWorkspace) -> dict[str, Any]:
         "export": {**fig("export"), "bytes": int(best["bytes"]), "cpu_seconds": best["export_cpu"]},
         "state_rows": int(rounds[0]["state_rows"]),
         "from_bundle": fig("from_bundle"),
+        "from_bundle_one_process": fig("from_bundle_one_process"),
         "bundle_state": {"seconds": best["bundle_state"]},
         "whole_bundle": {**fig("whole_bundle"), "cpu_seconds": best["whole_bundle_cpu"]},
         "bare_sha256": {"seconds": bare_s, "per_s": rate(events, bare_s)},
@@ -193,8 +208,15 @@ def _rows(vf: dict[str, Any]) -> list[Row]:
             base,
         ),
         Row(
-            "verify --bundle, chain check (pure-Python verifier)",
+            "verify --bundle, chain check (pure-Python verifier, one process per CPU)",
             vf["from_bundle"]["per_s"],
+            "events/s",
+            bare,
+            base,
+        ),
+        Row(
+            "  the same chain check on one process (sequential walk)",
+            vf["from_bundle_one_process"]["per_s"],
             "events/s",
             bare,
             base,

@@ -8,9 +8,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_support import Cli, CliWorkspace, assert_clean_error
 
+from isokron.chain import bundle_parallel
 from isokron.chain.bundle_v3 import decode_event_line, encode_event_line
+
+
+class Walks(list[Any]):
+    """The parallel checks' results of a test, and whether it runs them."""
+
+    def __init__(self, *, parallel: bool) -> None:
+        super().__init__()
+        self.parallel = parallel
+
+    def proved(self, events: int) -> bool:
+        """Every bundle of the test was proved in parallel (or none was meant to be)."""
+        heads = list(self)
+        self.clear()
+        if not self.parallel:
+            return not heads
+        return bool(heads) and all(h is not None and h.count == events for h in heads)
+
+
+@pytest.fixture(params=["sequential", "parallel"])
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Walks:
+    """`verify --bundle` walking on one process, or in parallel in ranges of a few lines (the
+    state lines, and events that carry state, then take the parallel path's state check).
+    Returns what each parallel check returned (None: it fell back to the sequential walk)."""
+    results = Walks(parallel=request.param == "parallel")
+    if results.parallel:
+        check = bundle_parallel.check_in_parallel
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            results.append(check(*args, **kwargs))
+            return results[-1]
+
+        monkeypatch.setattr(bundle_parallel, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(bundle_parallel, "CHUNK_BYTES", 200)
+        monkeypatch.setattr(bundle_parallel, "workers", lambda: 2)
+        monkeypatch.setattr(bundle_parallel, "check_in_parallel", recording)
+    return results
 
 
 def _tamper_event_type(sql: Callable[..., Any], ws: CliWorkspace, seq: int) -> None:
@@ -65,7 +103,7 @@ def test_verify_reports_row_findings_too(
 
 
 def test_export_then_verify_the_bundle(
-    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path, walk: Walks
 ) -> None:
     bundle = tmp_path / "chain.jsonl"
     out = cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle)).stdout
@@ -83,6 +121,7 @@ def test_export_then_verify_the_bundle(
     assert "verified" in cli.ok("verify", "--bundle", str(bundle), dsn=False).stdout
     data = cli.json("verify", "--bundle", str(bundle), dsn=False)
     assert data["ok"] is True and data["chain"]["events_checked"] == 5
+    assert walk.proved(5)
 
 
 def test_export_to_stdout_is_the_bundle(cli: Cli, cli_workspace: CliWorkspace) -> None:
@@ -112,7 +151,7 @@ def _key(line: Any) -> Any:
 
 
 def test_a_bundle_binds_its_header_and_its_state_rows(
-    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path, walk: Walks
 ) -> None:
     bundle = tmp_path / "chain.jsonl"
     cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle))
@@ -149,10 +188,12 @@ def test_a_bundle_binds_its_header_and_its_state_rows(
         result = cli("verify", "--bundle", str(edited), dsn=False)
         assert result.exit_code == 1, name
         assert kind in result.stderr, (name, result.stderr)
+        # The chain is intact: proved in parallel (when so run), the state check then fails.
+        assert walk.proved(5)
 
 
 def test_a_tampered_bundle_fails_verification(
-    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path
+    cli: Cli, cli_workspace: CliWorkspace, tmp_path: Path, walk: Walks
 ) -> None:
     bundle = tmp_path / "chain.jsonl"
     cli.ok("export", cli_workspace.workspace_id, "-o", str(bundle))

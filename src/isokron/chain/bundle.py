@@ -32,17 +32,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
+from isokron.chain import bundle_parallel as parallel
+from isokron.chain.bundle_parallel import ChainHead
 from isokron.chain.bundle_v3 import (
     V3Walk,
     decode_event_line,
     encode_event_line,
     walk_v3_events,
+    walk_v3_state,
 )
 from isokron.chain.hashing import DIGEST_SIZE, ChainRecord, us_to_datetime
 from isokron.chain.state import ERASURE_EVENT, STATE_TABLES, STATE_TABLES_BY_NAME, StateLedger
@@ -724,8 +728,60 @@ def _walk_v3(
         lines = (line.encode("utf-8") for line in fh)
     else:
         lines = fh  # type: ignore[assignment]
-    walk_v3_events(lines, walk, state, on_other=other, fail=fail, progress=progress)
+    head = _check_in_parallel(fh, walk, progress)
+    if head is None:
+        walk_v3_events(lines, walk, state, on_other=other, fail=fail, progress=progress)
+        return state
+    started = time.perf_counter()
+    walk.head_seq, walk.head_hash, walk.count = head.head_seq, head.head_hash, head.count
+    walk_v3_state(
+        lines,
+        head.state_items,
+        state,
+        events=head.count,
+        start=head.events_start,
+        first_lineno=2,
+        on_other=other,
+        fail=fail,
+    )
+    state.state_seconds = time.perf_counter() - started
     return state
+
+
+def _check_in_parallel(
+    fh: IO[bytes] | IO[str], walk: ChainWalk, progress: Callable[[int], None] | None
+) -> ChainHead | None:
+    """The chain of a large bundle file proved on one process per CPU
+    (:mod:`isokron.chain.bundle_parallel`), or None: then ``fh`` is back where it was and the
+    sequential walk runs (a stream, a small file, checkpoints, one CPU, or any failed check)."""
+    name = getattr(fh, "name", None)
+    if (
+        isinstance(fh, io.TextIOBase)
+        or not isinstance(name, str)
+        or walk.checkpoint_seqs()
+        or walk.count
+        or walk.tenant is None
+        or parallel.workers() < 2
+        or not fh.seekable()
+    ):
+        return None
+    start = fh.tell()
+    try:
+        if os.fstat(fh.fileno()).st_size - start < parallel.PARALLEL_MIN_BYTES:
+            return None
+        head = parallel.check_in_parallel(
+            name,
+            parallel.file_identity(fh.fileno()),
+            start,
+            walk.tenant.bytes,
+            check_payloads=walk.check_payloads,
+            progress=progress,
+        )
+    except (OSError, BrokenProcessPool) as exc:
+        logger.warning("[isokron.chain.bundle.parallel] walking on one process: %s", exc)
+        head = None
+    fh.seek(start)
+    return head
 
 
 def verify_bundle(

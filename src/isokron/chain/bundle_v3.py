@@ -22,7 +22,7 @@ import hashlib
 import json
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -37,6 +37,8 @@ __all__ = [
     "decode_event_line",
     "encode_event_line",
     "walk_v3_events",
+    "carries_state",
+    "walk_v3_state",
 ]
 
 # Offsets into the hash input (docs/chain.md §4).
@@ -238,13 +240,70 @@ def walk_v3_events(
             walk.feed(record)
             head_seq, head_hash, count = walk.head_seq, walk.head_hash, walk.count
             expect = _expected_start(tenant, head_seq, head_hash)
-        if (
-            not payload
-            or b"state" in payload
-            or b"\\u" in payload
-            or inp[_TYPE:-DIGEST_SIZE] == _ERASURE_TYPE
-        ):
+        if _carries_state(inp, payload):
             _feed_ledger(state, inp, payload)
         if progress is not None and count % PROGRESS_EVERY == 0:
             progress(count)
     walk.head_seq, walk.head_hash, walk.count = head_seq, head_hash, count
+
+
+def _carries_state(inp: bytes, payload: bytes) -> bool:
+    """Whether an event's row records (or its erasure) go to the ledger: a payload that may
+    hold ``state`` (possibly spelled with escapes), or none (erased), or an erasure event."""
+    return (
+        not payload
+        or b"state" in payload
+        or b"\\u" in payload
+        or inp[_TYPE:-DIGEST_SIZE] == _ERASURE_TYPE
+    )
+
+
+def carries_state(inp: bytes, payload: bytes) -> bool:
+    """Whether an event's row records (or its erasure) go to the ledger (public name of the
+    test :func:`walk_v3_events` applies, for the parallel check)."""
+    return _carries_state(inp, payload)
+
+
+def walk_v3_state(
+    lines: Iterable[bytes],
+    proved: Sequence[tuple[int, bytes]],
+    state: V3Walk,
+    *,
+    events: int,
+    start: int,
+    first_lineno: int,
+    on_other: Callable[[int, bytes], None],
+    fail: Callable[[int, str], ChainError],
+) -> None:
+    """The state part of :func:`walk_v3_events` alone, for a chain already proved elsewhere
+    (in parallel, :mod:`isokron.chain.bundle_parallel`): ``lines`` are the file's lines from
+    byte ``start`` (line ``first_lineno``) on, ``events`` of them event lines; ``proved`` the
+    (offset, stored hash) of each event that carries state, in order. Each such line is
+    hashed again and must still hash to what was proved (and its payload to its digest)
+    before the ledger is given it: the file cannot change between the two readings unseen.
+    The lines after the events go to ``on_other`` and must all be state lines."""
+    sha256, unhex = hashlib.sha256, binascii.unhexlify
+    todo = iter(proved)
+    offset, this = next(todo, (-1, b""))
+    pos, after_state, seen = start, False, 0
+    for lineno, line in enumerate(lines, first_lineno):
+        at, pos = pos, pos + len(line)
+        if line[:1] != b"{" and not after_state:
+            seen += 1
+        if line[:1] == b"{":
+            on_other(lineno, line)
+            after_state = True
+        elif after_state:
+            raise fail(lineno, "an event line after the state lines")
+        elif at == offset:
+            hex_input, _, payload = line.split(b"\t", 2)
+            inp = unhex(hex_input)
+            payload = payload[:-1] if payload[-1:] == b"\n" else payload
+            if sha256(inp).digest() != this or (
+                payload and sha256(payload).digest() != inp[-DIGEST_SIZE:]
+            ):
+                raise fail(lineno, "the line changed while the bundle was being verified")
+            _feed_ledger(state, inp, payload)
+            offset, this = next(todo, (-1, b""))
+    if offset != -1 or seen != events:
+        raise ChainError("the bundle changed while it was being verified")

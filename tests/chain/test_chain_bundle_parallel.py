@@ -1,0 +1,175 @@
+"""The parallel chain check of version-3 bundles (docs/chain.md §6): a chain is only proved
+when every range passes and the ranges join; any tampering makes it fall back to the
+sequential walk, whose findings are then the report's; a file changed between the chain check
+and the state check, or replaced at its path, is never accepted on the first reading."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid5
+
+import pytest
+from test_chain_bundle import TENANT, bundle_chain
+from test_chain_bundle_v3 import TAMPERS, _write
+
+from isokron.chain import GENESIS_HASH, ChainRecord, bundle_parallel, make_record, verify_bundle
+from isokron.chain.bundle_parallel import ChainHead
+from isokron.errors import ChainError
+
+# Tamperings the fast checks accept as they are (the sequential walk finds nothing either).
+CLEAN = {"untouched", "erased-payload"}
+
+
+def state_chain(n: int) -> list[ChainRecord]:
+    """A chain whose every payload mentions ``state`` (so the state check reads every line)."""
+    chain: list[ChainRecord] = []
+    prev = GENESIS_HASH
+    for seq in range(1, n + 1):
+        record = make_record(
+            prev_event_hash=prev,
+            tenant_id=TENANT,
+            seq=seq,
+            event_id=uuid5(TENANT, f"state-event-{seq}"),
+            actor_id=TENANT,
+            occurred_at_us=1_736_933_400_000_000 + seq,
+            event_type="memory.write",
+            payload_text=f'{{"n": {seq + 10}, "state": {{}}}}',
+        )
+        chain.append(record)
+        prev = record.this_event_hash
+    return chain
+
+
+class Spy:
+    """Records what each parallel check returned (None: it fell back to the sequential walk)."""
+
+    def __init__(self) -> None:
+        self.results: list[ChainHead | None] = []
+
+
+@pytest.fixture
+def parallel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
+    """Every bundle checked in parallel, in ranges of a few lines each."""
+    spy, original = Spy(), bundle_parallel.check_in_parallel
+
+    def recording(*args: Any, **kwargs: Any) -> ChainHead | None:
+        head = original(*args, **kwargs)
+        spy.results.append(head)
+        return head
+
+    monkeypatch.setattr(bundle_parallel, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(bundle_parallel, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(bundle_parallel, "workers", lambda: 2)
+    monkeypatch.setattr(bundle_parallel, "check_in_parallel", recording)
+    yield spy
+
+
+def _sequential(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    with monkeypatch.context() as m:
+        m.setattr(bundle_parallel, "PARALLEL_MIN_BYTES", 1 << 62)
+        return verify_bundle(path).to_dict()
+
+
+@pytest.mark.parametrize("case", list(TAMPERS))
+def test_parallel_reports_what_the_sequential_walk_reports(
+    tmp_path: Path, case: str, parallel: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tamper, kinds = TAMPERS[case]
+    path = tmp_path / "b.jsonl"
+    _write(path, tamper(bundle_chain(40)), 3)
+    report = verify_bundle(path).to_dict()
+    assert len(parallel.results) == 1
+    proved = parallel.results[0] is not None
+    assert report == _sequential(path, monkeypatch)
+    assert proved == (case in CLEAN), "only an intact chain is proved in parallel"
+    found = {p["kind"] for p in report["problems"]}
+    assert kinds <= found and report["ok"] == (not found)
+    print(f"{case}: {'proved in parallel' if proved else 'fell back'}, findings {sorted(found)}")
+
+
+def test_a_long_chain_is_proved_in_many_ranges(tmp_path: Path, parallel: Spy) -> None:
+    path = tmp_path / "b.jsonl"
+    chain = bundle_chain(300)
+    _write(path, chain, 3)
+    seen: list[int] = []
+    report = verify_bundle(path, progress=seen.append)
+    head = parallel.results[0]
+    assert head is not None and report.ok
+    assert (head.count, head.head_seq, head.head_hash) == (300, 300, chain[-1].this_event_hash)
+    assert seen == sorted(seen) and seen[-1] == 300 and len(seen) > 10
+
+
+def test_ranges_start_at_line_starts(tmp_path: Path) -> None:
+    path = tmp_path / "lines"
+    path.write_bytes(b"".join(b"x" * (i % 7) + b"\n" for i in range(200)))
+    size = path.stat().st_size
+    for chunk in (1, 2, 5, 33, size, 10 * size):
+        ranges = bundle_parallel.split_ranges(str(path), 0, size, chunk)
+        assert ranges[0][0] == 0 and ranges[-1][1] == size
+        data = path.read_bytes()
+        for lo, hi in ranges:
+            assert lo < hi and (lo == 0 or data[lo - 1 : lo] == b"\n")
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def test_a_line_changed_after_the_chain_check_is_refused(
+    tmp_path: Path, parallel: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state check reads the state-carrying lines again: they must hash as proved."""
+    path = tmp_path / "b.jsonl"
+    _write(path, state_chain(400), 3)  # the line edited lies beyond what is buffered
+    proved = bundle_parallel.check_in_parallel
+
+    def then_edit(*args: Any, **kwargs: Any) -> ChainHead | None:
+        head = proved(*args, **kwargs)
+        assert head is not None
+        data = path.read_bytes()
+        offset = data.index(b'"n": 397,')  # same length: offsets stay valid
+        path.write_bytes(data[:offset] + b'"n": 793,' + data[offset + 9 :])
+        return head
+
+    monkeypatch.setattr(bundle_parallel, "check_in_parallel", then_edit)
+    with pytest.raises(ChainError, match="changed while the bundle was being verified"):
+        verify_bundle(path)
+
+
+def test_a_file_replaced_at_its_path_is_not_read_by_the_workers(
+    tmp_path: Path, parallel: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers open the path: if another file is there now (a valid chain, even), they
+    refuse it, and the sequential walk reads the file the verifier opened."""
+    path, other = tmp_path / "b.jsonl", tmp_path / "other.jsonl"
+    _write(path, TAMPERS["edited-payload"][0](bundle_chain(40)), 3)
+    _write(other, bundle_chain(40), 3)
+    proved = bundle_parallel.check_in_parallel
+
+    def after_swap(*args: Any, **kwargs: Any) -> ChainHead | None:
+        os.replace(other, path)
+        return proved(*args, **kwargs)
+
+    monkeypatch.setattr(bundle_parallel, "check_in_parallel", after_swap)
+    report = verify_bundle(path)
+    assert not report.ok and {p.kind for p in report.problems} == {"payload_mismatch"}
+
+
+def test_streams_small_files_and_checkpoints_walk_sequentially(
+    tmp_path: Path, parallel: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from isokron.chain import Checkpoint
+
+    path = tmp_path / "b.jsonl"
+    chain = bundle_chain(40)
+    _write(path, chain, 3)
+    with path.open("rb") as fh:
+        assert verify_bundle(fh).ok  # an open file with a name: parallel
+    assert parallel.results and parallel.results[-1] is not None
+    parallel.results.clear()
+    assert verify_bundle(path, [Checkpoint(TENANT, 9, chain[8].this_event_hash)]).ok
+    with path.open("r", encoding="utf-8") as text:
+        assert verify_bundle(text).ok
+    monkeypatch.setattr(bundle_parallel, "PARALLEL_MIN_BYTES", path.stat().st_size)
+    assert verify_bundle(path).ok
+    assert parallel.results == []
