@@ -25,6 +25,7 @@ from isokron.chain import (
 )
 from isokron.chain.bundle_v3 import encode_event_line
 from isokron.chain.state import STATE_TABLES
+from isokron.errors import ChainError
 from isokron.substrate import audit, chain_export, writes
 from isokron.substrate.chain_export import copy_event_lines, copy_state_lines
 from isokron.substrate.chain_scan import scan_chain
@@ -263,6 +264,27 @@ async def test_exported_lines_are_what_the_python_exporter_writes(
     assert spool.getvalue() == b"".join(encode_event_line(r) for r in records)
 
 
+# Hashes and digests of another length are refused by the table's CHECK constraints (a
+# superuser would have to drop them first); an infinite time is not.
+@pytest.mark.parametrize("forgery", ["occurred_at = 'infinity'", "occurred_at = '-infinity'"])
+async def test_an_event_the_lines_cannot_carry_is_refused(
+    ws: writes.CreatedWorkspace, substrate: SubstrateDSNs, admin_pool: asyncpg.Pool, forgery: str
+) -> None:
+    """A hash or digest that is not 32 bytes, or a time without a microsecond value, has no
+    version-3 line: the export names the event and writes nothing."""
+    async with admin_pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            f"UPDATE {T} SET {forgery} WHERE tenant_id = $1 AND seq = 4", ws.tenant_id
+        )
+    with psycopg.connect(substrate.admin) as conn, conn.transaction():
+        tenant = audit._tenant_of(conn, ws.workspace_id)
+        spool = io.BytesIO()
+        with pytest.raises(ChainError, match="event seq 4: a hash or digest is not 32 bytes"):
+            copy_event_lines(conn, tenant, ws.workspace_id, spool)
+    assert spool.getvalue() == b""
+
+
 async def test_exported_state_lines_are_the_state_rows(
     ws: writes.CreatedWorkspace, substrate: SubstrateDSNs, admin_pool: asyncpg.Pool
 ) -> None:
@@ -292,3 +314,37 @@ async def test_exported_state_lines_are_the_state_rows(
     )
     assert count == len(got) == len(expected) and got == expected
     assert any("backslash" in str(row) for row in got)
+
+
+def _copy_binary(rows: list[bytes]) -> bytes:
+    """COPY's binary format of one-column rows (header, rows, trailer)."""
+    body = b"".join(b"\x00\x01" + len(r).to_bytes(4, "big") + r for r in rows)
+    return b"PGCOPY\n\xff\r\n\x00" + bytes(8) + body + b"\xff\xff"
+
+
+def test_event_rows_out_of_order_fail_the_export() -> None:
+    """The export relies on the groups coming in seq order; if they ever did not, it must
+    fail rather than write a bundle whose lines are out of order."""
+    from isokron.chain import GENESIS_HASH, make_record
+
+    records, prev = [], GENESIS_HASH
+    for seq in range(1, 5):
+        record = make_record(
+            prev_event_hash=prev,
+            tenant_id=uuid4(),
+            seq=seq,
+            event_id=uuid4(),
+            actor_id=uuid4(),
+            occurred_at_us=seq,
+            event_type="kora.x",
+            payload_text="{}",
+        )
+        records.append(record)
+        prev = record.this_event_hash
+    lines = [encode_event_line(r) for r in records]
+    in_order = chain_export._BinaryRows(io.BytesIO())
+    in_order.add(_copy_binary([lines[0] + lines[1], lines[2] + lines[3]]))
+    assert in_order.finish() == 4 and in_order.last_seq == 4
+    swapped = chain_export._BinaryRows(io.BytesIO())
+    with pytest.raises(ChainError, match="out of order"):
+        swapped.add(_copy_binary([lines[2] + lines[3], lines[0] + lines[1]]))
