@@ -767,11 +767,14 @@ def _check_in_parallel(
         return None
     start = fh.tell()
     try:
+        identity = parallel.file_identity(fh.fileno())
         if os.fstat(fh.fileno()).st_size - start < parallel.PARALLEL_MIN_BYTES:
             return None
+        if not os.path.isfile(name) or parallel.file_identity_of(name) != identity:
+            return None  # e.g. stdin redirected from a file: its name is not its path
         head = parallel.check_in_parallel(
             name,
-            parallel.file_identity(fh.fileno()),
+            identity,
             start,
             walk.tenant.bytes,
             check_payloads=walk.check_payloads,

@@ -37,6 +37,7 @@ __all__ = [
     "ChainHead",
     "check_in_parallel",
     "file_identity",
+    "file_identity_of",
     "workers",
 ]
 
@@ -96,6 +97,12 @@ def file_identity(fd: int) -> tuple[int, int]:
     """(device, inode) of an open file: the workers check they read the file the caller has
     open, not another one put at its path meanwhile."""
     st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def file_identity_of(path: str) -> tuple[int, int]:
+    """(device, inode) of the file at ``path``."""
+    st = os.stat(path)
     return st.st_dev, st.st_ino
 
 

@@ -20,6 +20,7 @@ bytea lower-case hex; jsonb PostgreSQL's jsonb text output.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Sequence
@@ -207,11 +208,32 @@ def row_bytes(table: str, names: Sequence[str], values: Sequence[str | None]) ->
     return ROW_PREFIX + field(table) + b"".join(map(column_bytes, names, values))
 
 
+@functools.lru_cache(maxsize=256)
+def _layout(table: str, names: tuple[str, ...]) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
+    """The constant parts of a table's row bytes: the row prefix with the table's field, and
+    per column its bytes when NULL and the start of its bytes otherwise (a verify computes the
+    record of every live row; the names are the same for every row of a table)."""
+    return ROW_PREFIX + field(table), tuple(
+        (field(n) + b"\x00", field(n) + b"\x01") for n in names
+    )
+
+
 def row_record(table: str, names: Sequence[str], values: Sequence[str | None]) -> RowRecord:
-    """The record of a row (what its event carries)."""
-    columns = [column_bytes(n, v) for n, v in zip(names, values, strict=True)]
-    digest = hashlib.sha256(ROW_PREFIX + field(table) + b"".join(columns)).hexdigest()
-    short = "".join(hashlib.sha256(c).hexdigest()[:COLUMN_DIGEST_HEX] for c in columns)
+    """The record of a row (what its event carries): :func:`row_bytes` and the column bytes
+    of :func:`column_bytes`, assembled from the table's cached constant parts."""
+    head, parts = _layout(table, tuple(names))
+    if len(parts) != len(values):
+        raise ValueError(f"{table}: {len(parts)} columns but {len(values)} values")
+    pack, sha256 = _UINT32.pack, hashlib.sha256
+    columns = []
+    for (null, present), value in zip(parts, values, strict=True):
+        if value is None:
+            columns.append(null)
+        else:
+            data = value.encode("utf-8")
+            columns.append(present + pack(len(data)) + data)
+    digest = sha256(head + b"".join(columns)).hexdigest()
+    short = "".join([sha256(c).hexdigest()[:COLUMN_DIGEST_HEX] for c in columns])
     return RowRecord(d=digest, c=short)
 
 
