@@ -173,3 +173,79 @@ def test_streams_small_files_and_checkpoints_walk_sequentially(
     monkeypatch.setattr(bundle_parallel, "PARALLEL_MIN_BYTES", path.stat().st_size)
     assert verify_bundle(path).ok
     assert parallel.results == []
+
+
+def test_a_compressed_file_object_is_walked_as_it_reads(tmp_path: Path, parallel: Spy) -> None:
+    """A GzipFile has the path as its name: the workers would read the compressed bytes, not
+    what the verifier reads. Only a plain OS file is cut into ranges."""
+    import gzip
+
+    path = tmp_path / "b.jsonl"
+    _write(path, TAMPERS["edited-payload"][0](bundle_chain(40)), 3)
+    packed = tmp_path / "b.jsonl.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    with gzip.open(packed, "rb") as fh:
+        report = verify_bundle(fh)
+    assert parallel.results == []
+    assert {p.kind for p in report.problems} == {"payload_mismatch"}
+
+
+def test_unchecked_payloads_give_the_sequential_report(
+    tmp_path: Path, parallel: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_payloads=False: an event that carries state with a payload that is not its
+    digest's passes the chain check on both paths, and the state check does not re-check it."""
+    import dataclasses
+
+    chain = state_chain(40)
+    chain[9] = dataclasses.replace(chain[9], payload_text='{"n": 0, "state": {}}')
+    path = tmp_path / "b.jsonl"
+    _write(path, chain, 3)
+    report = verify_bundle(path, check_payloads=False).to_dict()
+    assert parallel.results and parallel.results[-1] is not None
+    with monkeypatch.context() as m:
+        m.setattr(bundle_parallel, "PARALLEL_MIN_BYTES", 1 << 62)
+        assert report == verify_bundle(path, check_payloads=False).to_dict()
+    assert report["ok"]
+
+
+def test_a_state_line_broken_after_the_chain_check_is_a_clean_error(
+    tmp_path: Path, parallel: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "b.jsonl"
+    _write(path, state_chain(400), 3)
+    proved = bundle_parallel.check_in_parallel
+
+    def then_break(*args: Any, **kwargs: Any) -> ChainHead | None:
+        head = proved(*args, **kwargs)
+        data = path.read_bytes()
+        cut = data.index(b"\n", len(data) // 2) + 1  # an event line far past the buffer
+        path.write_bytes(data[:cut] + b"zz" + data[cut + 2 :])  # not hex any more
+        return head
+
+    monkeypatch.setattr(bundle_parallel, "check_in_parallel", then_break)
+    with pytest.raises(ChainError, match="changed while the bundle was being verified"):
+        verify_bundle(path)
+
+
+def test_with_another_thread_processes_start_only_when_allowed(
+    tmp_path: Path, parallel: Spy
+) -> None:
+    """fork from a process with other threads is unsafe: then the default walks on one
+    process, and processes=True starts the workers by spawn (the caller is guarded)."""
+    import threading
+
+    path = tmp_path / "b.jsonl"
+    _write(path, bundle_chain(60), 3)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert verify_bundle(path).ok
+        assert parallel.results == []
+        assert verify_bundle(path, processes=True).ok
+        assert len(parallel.results) == 1 and parallel.results[0] is not None
+        assert verify_bundle(path, processes=False).ok and len(parallel.results) == 1
+    finally:
+        stop.set()
+        other.join()

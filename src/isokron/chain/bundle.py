@@ -709,6 +709,7 @@ def _walk_v3(
     parser: _LineParser,
     walk: ChainWalk,
     progress: Callable[[int], None] | None,
+    processes: bool | None,
 ) -> V3Walk:
     """The version-3 event lines through the fast walk; state lines into ``parser.state``."""
     state = V3Walk(StateLedger())
@@ -728,7 +729,7 @@ def _walk_v3(
         lines = (line.encode("utf-8") for line in fh)
     else:
         lines = fh  # type: ignore[assignment]
-    head = _check_in_parallel(fh, walk, progress)
+    head = _check_in_parallel(fh, walk, progress, processes)
     if head is None:
         walk_v3_events(lines, walk, state, on_other=other, fail=fail, progress=progress)
         return state
@@ -741,6 +742,7 @@ def _walk_v3(
         events=head.count,
         start=head.events_start,
         first_lineno=2,
+        check_payloads=walk.check_payloads,
         on_other=other,
         fail=fail,
     )
@@ -749,14 +751,24 @@ def _walk_v3(
 
 
 def _check_in_parallel(
-    fh: IO[bytes] | IO[str], walk: ChainWalk, progress: Callable[[int], None] | None
+    fh: IO[bytes] | IO[str],
+    walk: ChainWalk,
+    progress: Callable[[int], None] | None,
+    processes: bool | None,
 ) -> ChainHead | None:
     """The chain of a large bundle file proved on one process per CPU
     (:mod:`isokron.chain.bundle_parallel`), or None: then ``fh`` is back where it was and the
-    sequential walk runs (a stream, a small file, checkpoints, one CPU, or any failed check)."""
+    sequential walk runs (not a plain file, a small file, checkpoints, one CPU, no safe way to
+    start processes, or any failed check)."""
     name = getattr(fh, "name", None)
+    context = parallel.start_context(allow_spawn=bool(processes))
     if (
-        isinstance(fh, io.TextIOBase)
+        processes is False
+        or context is None
+        # Only an OS file read as it is: the workers read the path's bytes, which for a
+        # GzipFile (it has the path as its name too) are not the bytes this reader sees.
+        or not isinstance(fh, io.BufferedReader)
+        or not isinstance(fh.raw, io.FileIO)
         or not isinstance(name, str)
         or walk.checkpoint_seqs()
         or walk.count
@@ -777,6 +789,7 @@ def _check_in_parallel(
             identity,
             start,
             walk.tenant.bytes,
+            context,
             check_payloads=walk.check_payloads,
             progress=progress,
         )
@@ -794,6 +807,7 @@ def verify_bundle(
     check_payloads: bool = True,
     progress: Callable[[int], None] | None = None,
     timings: dict[str, float] | None = None,
+    processes: bool | None = None,
 ) -> VerifyReport:
     """Verify an exported bundle using nothing but the file (and optional checkpoints).
 
@@ -806,6 +820,13 @@ def verify_bundle(
     events there every 100,000. ``timings`` (version 3), when given, receives the wall seconds
     of the chain check (``chain_seconds``) and of the state check (``state_seconds``: reading
     row records and state lines, comparing them), which are timed separately.
+
+    A version-3 bundle file of 10 MB or more has its chain checked on one process per CPU
+    (:mod:`isokron.chain.bundle_parallel`): with ``processes`` None (the default) only where
+    that needs no new interpreter (``fork``, from a caller with no other thread); with True
+    also by ``spawn``, which, like any multiprocessing program, imports the caller's main
+    module again, so a script must call it under ``if __name__ == "__main__":``; with False
+    never.
     """
     started = time.perf_counter()
     state_seconds = 0.0
@@ -815,7 +836,7 @@ def verify_bundle(
     )
     try:
         if header.version == 3:
-            v3 = _walk_v3(fh, parser, walk, progress)
+            v3 = _walk_v3(fh, parser, walk, progress, processes)
             ledger, state_seconds = v3.ledger, v3.state_seconds
         else:
             ledger = StateLedger()

@@ -38,6 +38,7 @@ __all__ = [
     "check_in_parallel",
     "file_identity",
     "file_identity_of",
+    "start_context",
     "workers",
 ]
 
@@ -206,12 +207,16 @@ def split_ranges(path: str, start: int, end: int, size: int) -> list[tuple[int, 
     return list(zip(cuts, cuts[1:], strict=False))
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    """fork where it is safe (a single-threaded caller on a platform that has it): the
-    workers then start in milliseconds; else spawn."""
+def start_context(*, allow_spawn: bool) -> multiprocessing.context.BaseContext | None:
+    """How to start the workers, or None when no way is safe here.
+
+    ``fork`` when the caller has no other thread (a forked child of a threaded process may
+    find a lock held forever) and the platform has it: the workers start in milliseconds and
+    import nothing. Else ``spawn`` if ``allow_spawn`` (it imports the caller's main module
+    again: the caller must be guarded by ``if __name__ == "__main__":``, as the CLI is)."""
     if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context("spawn") if allow_spawn else None
 
 
 def _join(
@@ -247,6 +252,7 @@ def check_in_parallel(
     identity: tuple[int, int],
     events_start: int,
     tenant: bytes,
+    context: multiprocessing.context.BaseContext,
     *,
     check_payloads: bool = True,
     progress: Callable[[int], None] | None = None,
@@ -261,7 +267,7 @@ def check_in_parallel(
     end = Path(name).stat().st_size
     ranges = split_ranges(name, events_start, end, CHUNK_BYTES)
     n = min(workers(), len(ranges))
-    with ProcessPoolExecutor(max_workers=n, mp_context=_context()) as pool:
+    with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
         futures = [
             pool.submit(check_range, name, lo, hi, identity, tenant, check_payloads)
             for lo, hi in ranges

@@ -264,6 +264,9 @@ def carries_state(inp: bytes, payload: bytes) -> bool:
     return _carries_state(inp, payload)
 
 
+_CHANGED = "the line changed while the bundle was being verified"
+
+
 def walk_v3_state(
     lines: Iterable[bytes],
     proved: Sequence[tuple[int, bytes]],
@@ -272,15 +275,20 @@ def walk_v3_state(
     events: int,
     start: int,
     first_lineno: int,
+    check_payloads: bool,
     on_other: Callable[[int, bytes], None],
     fail: Callable[[int, str], ChainError],
 ) -> None:
     """The state part of :func:`walk_v3_events` alone, for a chain already proved elsewhere
     (in parallel, :mod:`isokron.chain.bundle_parallel`): ``lines`` are the file's lines from
     byte ``start`` (line ``first_lineno``) on, ``events`` of them event lines; ``proved`` the
-    (offset, stored hash) of each event that carries state, in order. Each such line is
-    hashed again and must still hash to what was proved (and its payload to its digest)
-    before the ledger is given it: the file cannot change between the two readings unseen.
+    (offset, stored hash) of each event that carries state, in order.
+
+    This is a second reading of the file. Each line it gives the ledger must hash again to
+    the hash proved at its offset (and, with ``check_payloads``, its payload to its digest),
+    so the ledger only ever gets bytes the chain check proved; an event line it does not use
+    is only counted. A file rewritten in between therefore cannot make the state check read
+    unproved bytes: it fails, or the verdict is the one on the bytes proved.
     The lines after the events go to ``on_other`` and must all be state lines."""
     sha256, unhex = hashlib.sha256, binascii.unhexlify
     todo = iter(proved)
@@ -296,13 +304,16 @@ def walk_v3_state(
         elif after_state:
             raise fail(lineno, "an event line after the state lines")
         elif at == offset:
-            hex_input, _, payload = line.split(b"\t", 2)
-            inp = unhex(hex_input)
+            try:
+                hex_input, _, payload = line.split(b"\t", 2)
+                inp = unhex(hex_input)
+            except (ValueError, binascii.Error):
+                raise fail(lineno, _CHANGED) from None
             payload = payload[:-1] if payload[-1:] == b"\n" else payload
             if sha256(inp).digest() != this or (
-                payload and sha256(payload).digest() != inp[-DIGEST_SIZE:]
+                check_payloads and payload and sha256(payload).digest() != inp[-DIGEST_SIZE:]
             ):
-                raise fail(lineno, "the line changed while the bundle was being verified")
+                raise fail(lineno, _CHANGED)
             _feed_ledger(state, inp, payload)
             offset, this = next(todo, (-1, b""))
     if offset != -1 or seen != events:
