@@ -2,4 +2,6 @@
 
 from bench.run import main
 
-raise SystemExit(main())
+# Guarded: `verify --bundle` may start its workers by spawn, which imports this module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -228,11 +228,11 @@ def test_a_state_line_broken_after_the_chain_check_is_a_clean_error(
         verify_bundle(path)
 
 
-def test_with_another_thread_processes_start_only_when_allowed(
+def test_workers_are_plain_processes_whatever_the_caller_runs(
     tmp_path: Path, parallel: Spy
 ) -> None:
-    """fork from a process with other threads is unsafe: then the default walks on one
-    process, and processes=True starts the workers by spawn (the caller is guarded)."""
+    """With another thread in the caller (fork would be unsafe) the chain is still proved in
+    parallel: the workers are new interpreters that import only IsoKron's chain package."""
     import threading
 
     path = tmp_path / "b.jsonl"
@@ -242,10 +242,26 @@ def test_with_another_thread_processes_start_only_when_allowed(
     other.start()
     try:
         assert verify_bundle(path).ok
-        assert parallel.results == []
-        assert verify_bundle(path, processes=True).ok
         assert len(parallel.results) == 1 and parallel.results[0] is not None
-        assert verify_bundle(path, processes=False).ok and len(parallel.results) == 1
     finally:
         stop.set()
         other.join()
+
+
+@pytest.mark.parametrize("worker", ["/bin/false", "/bin/echo"])
+def test_a_worker_that_fails_makes_the_walk_sequential(
+    tmp_path: Path,
+    parallel: Spy,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    worker: str,
+) -> None:
+    """A worker that dies at once, or answers something else than a result: the file is
+    walked on one process, with a warning, and gets its findings."""
+    path = tmp_path / "b.jsonl"
+    _write(path, TAMPERS["edited-payload"][0](bundle_chain(40)), 3)
+    monkeypatch.setattr(bundle_parallel, "WORKER_COMMAND", [worker])
+    report = verify_bundle(path)
+    assert parallel.results == []  # the parallel check raised
+    assert {p.kind for p in report.problems} == {"payload_mismatch"}
+    assert "[isokron.chain.bundle.parallel] walking on one process" in caplog.text

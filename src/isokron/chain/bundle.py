@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -709,7 +708,6 @@ def _walk_v3(
     parser: _LineParser,
     walk: ChainWalk,
     progress: Callable[[int], None] | None,
-    processes: bool | None,
 ) -> V3Walk:
     """The version-3 event lines through the fast walk; state lines into ``parser.state``."""
     state = V3Walk(StateLedger())
@@ -729,7 +727,7 @@ def _walk_v3(
         lines = (line.encode("utf-8") for line in fh)
     else:
         lines = fh  # type: ignore[assignment]
-    head = _check_in_parallel(fh, walk, progress, processes)
+    head = _check_in_parallel(fh, walk, progress)
     if head is None:
         walk_v3_events(lines, walk, state, on_other=other, fail=fail, progress=progress)
         return state
@@ -754,20 +752,16 @@ def _check_in_parallel(
     fh: IO[bytes] | IO[str],
     walk: ChainWalk,
     progress: Callable[[int], None] | None,
-    processes: bool | None,
 ) -> ChainHead | None:
     """The chain of a large bundle file proved on one process per CPU
     (:mod:`isokron.chain.bundle_parallel`), or None: then ``fh`` is back where it was and the
-    sequential walk runs (not a plain file, a small file, checkpoints, one CPU, no safe way to
-    start processes, or any failed check)."""
+    sequential walk runs (not a plain file, a small file, checkpoints, one CPU, a worker
+    that failed, or any failed check)."""
     name = getattr(fh, "name", None)
-    context = parallel.start_context(allow_spawn=bool(processes))
     if (
-        processes is False
-        or context is None
         # Only an OS file read as it is: the workers read the path's bytes, which for a
         # GzipFile (it has the path as its name too) are not the bytes this reader sees.
-        or not isinstance(fh, io.BufferedReader)
+        not isinstance(fh, io.BufferedReader)
         or not isinstance(fh.raw, io.FileIO)
         or not isinstance(name, str)
         or walk.checkpoint_seqs()
@@ -789,11 +783,10 @@ def _check_in_parallel(
             identity,
             start,
             walk.tenant.bytes,
-            context,
             check_payloads=walk.check_payloads,
             progress=progress,
         )
-    except (OSError, BrokenProcessPool) as exc:
+    except (OSError, parallel.WorkerError) as exc:
         logger.warning("[isokron.chain.bundle.parallel] walking on one process: %s", exc)
         head = None
     fh.seek(start)
@@ -807,7 +800,6 @@ def verify_bundle(
     check_payloads: bool = True,
     progress: Callable[[int], None] | None = None,
     timings: dict[str, float] | None = None,
-    processes: bool | None = None,
 ) -> VerifyReport:
     """Verify an exported bundle using nothing but the file (and optional checkpoints).
 
@@ -822,11 +814,7 @@ def verify_bundle(
     row records and state lines, comparing them), which are timed separately.
 
     A version-3 bundle file of 10 MB or more has its chain checked on one process per CPU
-    (:mod:`isokron.chain.bundle_parallel`): with ``processes`` None (the default) only where
-    that needs no new interpreter (``fork``, from a caller with no other thread); with True
-    also by ``spawn``, which, like any multiprocessing program, imports the caller's main
-    module again, so a script must call it under ``if __name__ == "__main__":``; with False
-    never.
+    (:mod:`isokron.chain.bundle_parallel`), with the same findings.
     """
     started = time.perf_counter()
     state_seconds = 0.0
@@ -836,7 +824,7 @@ def verify_bundle(
     )
     try:
         if header.version == 3:
-            v3 = _walk_v3(fh, parser, walk, progress, processes)
+            v3 = _walk_v3(fh, parser, walk, progress)
             ledger, state_seconds = v3.ledger, v3.state_seconds
         else:
             ledger = StateLedger()

@@ -17,28 +17,27 @@ Only regular files are cut (a stream cannot be read twice), and only when they a
 
 from __future__ import annotations
 
-import binascii
-import hashlib
-import multiprocessing
 import os
-import struct
-import threading
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from isokron.chain.bundle_v3 import carries_state
-from isokron.chain.hashing import DIGEST_SIZE, GENESIS_HASH, HASH_PREFIX
+from isokron.chain import range_worker
+from isokron.chain.hashing import GENESIS_HASH, HASH_PREFIX
+from isokron.chain.range_worker import INT64, Job, RangeCheck
+from isokron.chain.state import ERASURE_EVENT
 
 __all__ = [
     "CHUNK_BYTES",
     "PARALLEL_MIN_BYTES",
     "ChainHead",
+    "WorkerError",
     "check_in_parallel",
     "file_identity",
     "file_identity_of",
-    "start_context",
+    "split_ranges",
     "workers",
 ]
 
@@ -48,31 +47,9 @@ PARALLEL_MIN_BYTES = 10 << 20
 #: length, so equal bytes are unequal work) and that progress comes often, large enough that
 #: a range's set-up is noise (measured at 100 k events: 24 MB 0.37 s, 4 MB 0.31 s).
 CHUNK_BYTES = 4 << 20
-
-# Offsets into the hash input (docs/chain.md §4), as in bundle_v3.
-_PREV, _TENANT, _SEQ, _EVENT = 17, 49, 65, 73
-_TYPE_LEN, _TYPE = 113, 117
-_FIXED = _TYPE + DIGEST_SIZE
-_INT64 = struct.Struct(">q")
-
-
-@dataclass(frozen=True, slots=True)
-class RangeCheck:
-    """What one range of event lines proved."""
-
-    #: Every event line of the range passed the fast checks, and none was malformed.
-    ok: bool
-    #: Event lines in the range (those before the first state line).
-    count: int
-    #: Bytes 0..72 of the first event's hash input (prefix, prev hash, tenant, seq); b"" if none.
-    first_start: bytes
-    #: seq and stored hash of the last event line of the range.
-    last_seq: int
-    last_hash: bytes
-    #: File offset of the first state line, when this range reaches it.
-    events_end: int | None
-    #: (file offset, stored hash) of each event whose row records go to the state ledger.
-    state_items: tuple[tuple[int, bytes], ...] = ()
+#: The worker's command: the interpreter in isolated mode without site-packages (the worker
+#: needs only the standard library), running the worker's file by its path.
+WORKER_COMMAND = [sys.executable, "-I", "-S", range_worker.__file__]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,88 +84,6 @@ def file_identity_of(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _lines(
-    path: str, start: int, end: int, identity: tuple[int, int]
-) -> Iterator[tuple[int, bytes]] | None:
-    """(offset, line without its line break) of each line starting in [start, end); None if
-    ``path`` is no longer the file with ``identity``."""
-    with open(path, "rb") as fh:
-        if file_identity(fh.fileno()) != identity:
-            return None
-        fh.seek(start)
-        data = fh.read(end - start)
-    return _split(data, start)
-
-
-def _split(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
-    pos = 0
-    for line in data.split(b"\n"):
-        if pos >= len(data):
-            return
-        yield start + pos, line
-        pos += len(line) + 1
-
-
-def check_range(
-    path: str,
-    start: int,
-    end: int,
-    identity: tuple[int, int],
-    tenant: bytes,
-    check_payloads: bool,
-) -> RangeCheck:
-    """The fast checks of bundle_v3 over the event lines starting in [start, end).
-
-    The first line's link is not checked here (it depends on the range before); every other
-    line must link to the line before it. Stops at the first state line (``{``).
-    """
-    sha256, unhex, from_bytes, pack = (
-        hashlib.sha256,
-        binascii.unhexlify,
-        int.from_bytes,
-        _INT64.pack,
-    )
-    prefix, fixed = HASH_PREFIX, _FIXED
-    count, first_start, seq, head = 0, b"", 0, b""
-    expect = b""
-    items: list[tuple[int, bytes]] = []
-    lines = _lines(path, start, end, identity)
-    if lines is None:
-        return RangeCheck(False, 0, b"", 0, b"", None)
-    for offset, line in lines:
-        if line[:1] == b"{":
-            return RangeCheck(True, count, first_start, seq, head, offset, tuple(items))
-        try:
-            hex_input, hex_this, payload = line.split(b"\t", 2)
-            inp, this = unhex(hex_input), unhex(hex_this)
-        except (ValueError, binascii.Error):
-            return RangeCheck(False, count, first_start, seq, head, None)
-        n = len(inp)
-        if count == 0 and n >= _EVENT:
-            expect = inp[:_EVENT]
-            if expect[:_PREV] != prefix or expect[_TENANT:_SEQ] != tenant:
-                expect = b""
-        if not (
-            sha256(inp).digest() == this
-            and inp[:_EVENT] == expect
-            and n == fixed + from_bytes(inp[_TYPE_LEN:_TYPE], "big")
-            and (
-                not payload or not check_payloads or sha256(payload).digest() == inp[-DIGEST_SIZE:]
-            )
-        ):
-            return RangeCheck(False, count, first_start, seq, head, None)
-        if count == 0:
-            first_start = expect
-        seq, head, count = _INT64.unpack(inp[_SEQ:_EVENT])[0], this, count + 1
-        if carries_state(inp, payload):
-            items.append((offset, this))
-        try:
-            expect = prefix + this + tenant + pack(seq + 1)
-        except struct.error:  # no event can follow the largest seq
-            expect = b"\xff"
-    return RangeCheck(True, count, first_start, seq, head, None, tuple(items))
-
-
 def split_ranges(path: str, start: int, end: int, size: int) -> list[tuple[int, int]]:
     """[start, end) cut into ranges of about ``size`` bytes, each beginning at a line start."""
     cuts = [start]
@@ -205,18 +100,6 @@ def split_ranges(path: str, start: int, end: int, size: int) -> list[tuple[int, 
             at = cut + size
     cuts.append(end)
     return list(zip(cuts, cuts[1:], strict=False))
-
-
-def start_context(*, allow_spawn: bool) -> multiprocessing.context.BaseContext | None:
-    """How to start the workers, or None when no way is safe here.
-
-    ``fork`` when the caller has no other thread (a forked child of a threaded process may
-    find a lock held forever) and the platform has it: the workers start in milliseconds and
-    import nothing. Else ``spawn`` if ``allow_spawn`` (it imports the caller's main module
-    again: the caller must be guarded by ``if __name__ == "__main__":``, as the CLI is)."""
-    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn") if allow_spawn else None
 
 
 def _join(
@@ -236,7 +119,7 @@ def _join(
         if not result.ok:
             return None
         if result.count:
-            expected = HASH_PREFIX + head_hash + tenant + _INT64.pack(head_seq + 1)
+            expected = HASH_PREFIX + head_hash + tenant + INT64.pack(head_seq + 1)
             if result.first_start != expected:
                 return None
             count, head_seq, head_hash = count + result.count, result.last_seq, result.last_hash
@@ -252,7 +135,6 @@ def check_in_parallel(
     identity: tuple[int, int],
     events_start: int,
     tenant: bytes,
-    context: multiprocessing.context.BaseContext,
     *,
     check_payloads: bool = True,
     progress: Callable[[int], None] | None = None,
@@ -261,20 +143,82 @@ def check_in_parallel(
     lines from byte ``events_start``) on :func:`workers` processes.
 
     Returns the proved chain, or None when the fast checks did not pass everywhere: then the
-    caller walks the file sequentially, which finds and names the problems.
+    caller walks the file sequentially, which finds and names the problems. Raises
+    :class:`WorkerError` when a worker process failed.
     """
     name = os.fspath(path)
     end = Path(name).stat().st_size
     ranges = split_ranges(name, events_start, end, CHUNK_BYTES)
-    n = min(workers(), len(ranges))
-    with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
-        futures = [
-            pool.submit(check_range, name, lo, hi, identity, tenant, check_payloads)
-            for lo, hi in ranges
-        ]
+    job = Job(
+        path=name,
+        identity=identity,
+        tenant=tenant,
+        check_payloads=check_payloads,
+        prefix=HASH_PREFIX,
+        erasure_type=ERASURE_EVENT.encode("utf-8"),
+    )
+    with _Workers(min(workers(), len(ranges)), job, ranges) as results:
+        return _join(results, events_start, tenant, progress)
+
+
+class WorkerError(RuntimeError):
+    """A worker process of the parallel check failed (the caller walks sequentially)."""
+
+
+class _Workers:
+    """``n`` worker processes (:data:`WORKER_COMMAND`), range i given to worker i mod n;
+    iterating yields the results in range order.
+
+    Plain subprocesses, not a multiprocessing pool: ``fork`` from a caller with threads (the
+    CLI's progress display) may copy a lock held forever, and ``spawn`` runs the caller's main
+    module again (0.5 s for the CLI's, and the whole script for an unguarded one). A worker
+    imports only the standard library and reads nothing but its ranges.
+    """
+
+    def __init__(self, n: int, job: Job, ranges: list[tuple[int, int]]) -> None:
+        self._ranges = ranges
+        self._procs: list[subprocess.Popen[bytes]] = []
         try:
-            head = _join((f.result() for f in futures), events_start, tenant, progress)
-        finally:
-            for future in futures:
-                future.cancel()
-    return head
+            for k in range(n):
+                proc = subprocess.Popen(
+                    WORKER_COMMAND,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+                self._procs.append(proc)
+                mine = "".join(f"{lo} {hi}\n" for lo, hi in ranges[k::n])
+                assert proc.stdin is not None
+                proc.stdin.write((job.to_json() + "\n" + mine).encode("utf-8"))
+                proc.stdin.close()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Iterator[RangeCheck]:
+        return self._results()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _results(self) -> Iterator[RangeCheck]:
+        n = len(self._procs)
+        for i in range(len(self._ranges)):
+            proc = self._procs[i % n]
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                raise WorkerError(f"a worker process ended early (status {proc.wait()})")
+            try:
+                yield range_worker.decode_result(line)
+            except (ValueError, TypeError) as exc:
+                raise WorkerError(f"a worker process answered something else: {exc}") from None
+
+    def close(self) -> None:
+        """Stop the workers (those still running have nothing left to give)."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()

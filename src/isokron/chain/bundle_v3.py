@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+from isokron.chain import range_worker
 from isokron.chain.hashing import DIGEST_SIZE, HASH_PREFIX, ChainRecord, record_hash_input
+from isokron.chain.range_worker import EVENT, FIXED_INPUT_BYTES, carries_state
 from isokron.chain.state import ERASURE_EVENT, StateLedger
 from isokron.chain.verify import ChainWalk
 from isokron.errors import ChainError
@@ -37,16 +39,14 @@ __all__ = [
     "decode_event_line",
     "encode_event_line",
     "walk_v3_events",
-    "carries_state",
     "walk_v3_state",
 ]
 
-# Offsets into the hash input (docs/chain.md §4).
-_PREV, _TENANT, _SEQ, _EVENT = 17, 49, 65, 73
-_ACTOR, _OCCURRED, _TYPE_LEN, _TYPE = 89, 105, 113, 117
-#: Bytes of a hash input besides the event type's UTF-8 bytes.
-FIXED_INPUT_BYTES = _TYPE + DIGEST_SIZE
-_INT64 = struct.Struct(">q")
+# Offsets into the hash input (docs/chain.md §4), defined with the parallel check's worker.
+_PREV, _TENANT, _SEQ, _EVENT = range_worker.PREV, range_worker.TENANT, range_worker.SEQ, EVENT
+_ACTOR, _OCCURRED = range_worker.ACTOR, range_worker.OCCURRED
+_TYPE_LEN, _TYPE = range_worker.TYPE_LEN, range_worker.TYPE
+_INT64 = range_worker.INT64
 _ERASURE_TYPE = ERASURE_EVENT.encode("utf-8")
 PROGRESS_EVERY = 100_000
 
@@ -248,20 +248,7 @@ def walk_v3_events(
 
 
 def _carries_state(inp: bytes, payload: bytes) -> bool:
-    """Whether an event's row records (or its erasure) go to the ledger: a payload that may
-    hold ``state`` (possibly spelled with escapes), or none (erased), or an erasure event."""
-    return (
-        not payload
-        or b"state" in payload
-        or b"\\u" in payload
-        or inp[_TYPE:-DIGEST_SIZE] == _ERASURE_TYPE
-    )
-
-
-def carries_state(inp: bytes, payload: bytes) -> bool:
-    """Whether an event's row records (or its erasure) go to the ledger (public name of the
-    test :func:`walk_v3_events` applies, for the parallel check)."""
-    return _carries_state(inp, payload)
+    return carries_state(inp, payload, _ERASURE_TYPE)
 
 
 _CHANGED = "the line changed while the bundle was being verified"

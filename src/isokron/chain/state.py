@@ -213,9 +213,7 @@ def _layout(table: str, names: tuple[str, ...]) -> tuple[bytes, tuple[tuple[byte
     """The constant parts of a table's row bytes: the row prefix with the table's field, and
     per column its bytes when NULL and the start of its bytes otherwise (a verify computes the
     record of every live row; the names are the same for every row of a table)."""
-    return ROW_PREFIX + field(table), tuple(
-        (field(n) + b"\x00", field(n) + b"\x01") for n in names
-    )
+    return ROW_PREFIX + field(table), tuple((field(n) + b"\x00", field(n) + b"\x01") for n in names)
 
 
 def row_record(table: str, names: Sequence[str], values: Sequence[str | None]) -> RowRecord:

@@ -143,12 +143,8 @@ def _verify(
         raise ConfigError("give either a WORKSPACE to verify in the database or --bundle FILE")
     if bundle is not None:
         with out.status("verifying…") as status:
-            # processes=True: the CLI's entry point is guarded, so its spinner thread does not
-            # keep a large bundle from being checked on every CPU (by spawn).
             report = verify_bundle(
-                bundle,
-                progress=lambda n: status.update(f"verifying… {n:,} events"),
-                processes=True,
+                bundle, progress=lambda n: status.update(f"verifying… {n:,} events")
             )
             extra: list[Finding] = []
             if checkpoints:  # the Merkle tree is re-derived only to confirm a checkpoint
