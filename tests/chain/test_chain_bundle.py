@@ -35,7 +35,10 @@ EXPORTED_AT = datetime(2025, 1, 16, 8, 0, tzinfo=UTC)
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "chain.md"
 
 
-def bundle_chain(n: int, tenant: UUID = TENANT) -> list[ChainRecord]:
+def bundle_chain(
+    n: int, tenant: UUID = TENANT, *, payload: Callable[[int], str] | None = None
+) -> list[ChainRecord]:
+    """A valid chain of ``n`` events; ``payload`` gives each seq's payload text."""
     chain: list[ChainRecord] = []
     prev = GENESIS_HASH
     for seq in range(1, n + 1):
@@ -47,7 +50,9 @@ def bundle_chain(n: int, tenant: UUID = TENANT) -> list[ChainRecord]:
             actor_id=ACTOR,
             occurred_at_us=1_736_933_400_000_000 + seq * 3_000_007,
             event_type="memory.write" if seq % 3 else "mémoire.écrite",
-            payload_text=f'{{"n": {seq}, "note": "Grüße {seq}\\n🌍"}}',
+            payload_text=(
+                f'{{"n": {seq}, "note": "Grüße {seq}\\n🌍"}}' if payload is None else payload(seq)
+            ),
         )
         chain.append(record)
         prev = record.this_event_hash

@@ -9,13 +9,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from uuid import uuid5
 
 import pytest
 from test_chain_bundle import TENANT, bundle_chain
 from test_chain_bundle_v3 import TAMPERS, _write
 
-from isokron.chain import GENESIS_HASH, ChainRecord, bundle_parallel, make_record, verify_bundle
+from isokron.chain import ChainRecord, bundle_parallel, verify_bundle
 from isokron.chain.bundle_parallel import ChainHead
 from isokron.errors import ChainError
 
@@ -25,22 +24,7 @@ CLEAN = {"untouched", "erased-payload"}
 
 def state_chain(n: int) -> list[ChainRecord]:
     """A chain whose every payload mentions ``state`` (so the state check reads every line)."""
-    chain: list[ChainRecord] = []
-    prev = GENESIS_HASH
-    for seq in range(1, n + 1):
-        record = make_record(
-            prev_event_hash=prev,
-            tenant_id=TENANT,
-            seq=seq,
-            event_id=uuid5(TENANT, f"state-event-{seq}"),
-            actor_id=TENANT,
-            occurred_at_us=1_736_933_400_000_000 + seq,
-            event_type="memory.write",
-            payload_text=f'{{"n": {seq + 10}, "state": {{}}}}',
-        )
-        chain.append(record)
-        prev = record.this_event_hash
-    return chain
+    return bundle_chain(n, payload=lambda seq: f'{{"n": {seq + 10}, "state": {{}}}}')
 
 
 class Spy:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from isokron.chain import range_worker
 from isokron.chain.hashing import GENESIS_HASH, HASH_PREFIX
-from isokron.chain.range_worker import INT64, Job, RangeCheck
+from isokron.chain.range_worker import INT64, Job, RangeCheck, file_identity
 from isokron.chain.state import ERASURE_EVENT
 
 __all__ = [
@@ -69,13 +69,6 @@ class ChainHead:
 def workers() -> int:
     """Processes a parallel check uses: one per CPU."""
     return max(1, os.cpu_count() or 1)
-
-
-def file_identity(fd: int) -> tuple[int, int]:
-    """(device, inode) of an open file: the workers check they read the file the caller has
-    open, not another one put at its path meanwhile."""
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino
 
 
 def file_identity_of(path: str) -> tuple[int, int]:

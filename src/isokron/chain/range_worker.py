@@ -99,12 +99,18 @@ class Job:
         )
 
 
+def file_identity(fd: int) -> tuple[int, int]:
+    """(device, inode) of an open file: a worker checks it reads the file the verifier has
+    open, not another one put at its path meanwhile."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
 def _lines(job: Job, start: int, end: int) -> Iterator[tuple[int, bytes]] | None:
     """(offset, line without its line break) of each line starting in [start, end); None if
     the path is no longer the file the job names."""
     with open(job.path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if (st.st_dev, st.st_ino) != job.identity:
+        if file_identity(fh.fileno()) != job.identity:
             return None
         fh.seek(start)
         data = fh.read(end - start)

@@ -201,13 +201,6 @@ def column_bytes(name: str, value: str | None) -> bytes:
     return field(name) + b"\x01" + field(value)
 
 
-def row_bytes(table: str, names: Sequence[str], values: Sequence[str | None]) -> bytes:
-    """The canonical bytes of a row whose columns ``names`` have canonical texts ``values``."""
-    if len(names) != len(values):
-        raise ValueError(f"{table}: {len(names)} columns but {len(values)} values")
-    return ROW_PREFIX + field(table) + b"".join(map(column_bytes, names, values))
-
-
 @functools.lru_cache(maxsize=256)
 def _layout(table: str, names: tuple[str, ...]) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
     """The constant parts of a table's row bytes: the row prefix with the table's field, and
@@ -216,13 +209,15 @@ def _layout(table: str, names: tuple[str, ...]) -> tuple[bytes, tuple[tuple[byte
     return ROW_PREFIX + field(table), tuple((field(n) + b"\x00", field(n) + b"\x01") for n in names)
 
 
-def row_record(table: str, names: Sequence[str], values: Sequence[str | None]) -> RowRecord:
-    """The record of a row (what its event carries): :func:`row_bytes` and the column bytes
-    of :func:`column_bytes`, assembled from the table's cached constant parts."""
+def _row_parts(
+    table: str, names: Sequence[str], values: Sequence[str | None]
+) -> tuple[bytes, list[bytes]]:
+    """The row's bytes before its columns, and each column's :func:`column_bytes`, assembled
+    from the table's cached constant parts."""
     head, parts = _layout(table, tuple(names))
     if len(parts) != len(values):
         raise ValueError(f"{table}: {len(parts)} columns but {len(values)} values")
-    pack, sha256 = _UINT32.pack, hashlib.sha256
+    pack = _UINT32.pack
     columns = []
     for (null, present), value in zip(parts, values, strict=True):
         if value is None:
@@ -230,6 +225,20 @@ def row_record(table: str, names: Sequence[str], values: Sequence[str | None]) -
         else:
             data = value.encode("utf-8")
             columns.append(present + pack(len(data)) + data)
+    return head, columns
+
+
+def row_bytes(table: str, names: Sequence[str], values: Sequence[str | None]) -> bytes:
+    """The canonical bytes of a row whose columns ``names`` have canonical texts ``values``."""
+    head, columns = _row_parts(table, names, values)
+    return head + b"".join(columns)
+
+
+def row_record(table: str, names: Sequence[str], values: Sequence[str | None]) -> RowRecord:
+    """The record of a row (what its event carries): the digest of its :func:`row_bytes` and
+    the short digests of its columns."""
+    head, columns = _row_parts(table, names, values)
+    sha256 = hashlib.sha256
     digest = sha256(head + b"".join(columns)).hexdigest()
     short = "".join([sha256(c).hexdigest()[:COLUMN_DIGEST_HEX] for c in columns])
     return RowRecord(d=digest, c=short)
