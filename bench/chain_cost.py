@@ -1,8 +1,9 @@
 """Chain cost: what the hash chain costs on write.
 
 Appends: the gateway's write path (``group_writes.GroupWriter`` over a gateway-role pool of
-``chain_concurrency`` connections: admission against the append's quotas, then the write, in
-groups of one workspace's concurrent calls), first ``chain_concurrency`` callers all into one
+``chain_concurrency`` connections, opened as the gateway opens its own, without a session reset
+on release; admission against the append's quotas, then the write, in groups of one workspace's
+concurrent calls), first ``chain_concurrency`` callers all into one
 tenant and then the same number spread over ``chain_tenants`` tenants; then, labelled as such,
 ``WIDE_CALLERS`` callers over the same tenants and connections. Baseline: a plain INSERT of the
 same rows (copied from the appends) into a table with the same columns, keys and index but no
@@ -163,7 +164,11 @@ async def _appends(db: BenchDatabase, sizes: Sizes) -> dict[str, Any]:
     totals = {"one": [0, 0.0], "many": [0, 0.0], "wide": [0, 0.0], "plain": [0, 0.0]}
     cpu = dict.fromkeys(totals, 0.0)  # CPU seconds of this process and the database's backends
     groups: dict[str, Counter[int]] = {name: Counter() for name in runs}
-    gw = await connection.create_pool(db.dsns.gateway, min_size=conc, max_size=conc)
+    # As gateway.server.open_gateway opens its pool: the gateway's connections carry no session
+    # state, so a released one is not reset (asyncpg's reset is a round trip per group).
+    gw = await connection.create_pool(
+        db.dsns.gateway, min_size=conc, max_size=conc, session_state=False
+    )
     owner = await connection.create_pool(db.dsns.admin, min_size=conc, max_size=conc)
     writer = GroupWriter(gw)
     try:
