@@ -246,7 +246,9 @@ def govern(admin: str, ws: KoraWorkspace, op: str, args: dict[str, Any]) -> dict
 
 class TcpProxy:
     """A TCP listener on 127.0.0.1 that forwards to PostgreSQL; ``stop()``/``start()`` take the
-    database away from whoever connects through it, and bring it back, on the same port."""
+    database away from whoever connects through it, and bring it back, on the same port;
+    ``freeze()``/``thaw()`` hold every byte in both directions (connections stay open, nothing
+    answers: a hung server) and then let them through."""
 
     def __init__(self, dsn: str) -> None:
         from urllib.parse import parse_qs, urlsplit
@@ -264,6 +266,8 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def _connect_upstream(self) -> socket.socket:
         if isinstance(self._upstream, str):
@@ -297,6 +301,14 @@ class TcpProxy:
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
 
+    def freeze(self) -> None:
+        """Hold what is sent either way from now on (until :meth:`thaw`)."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Forward what was held, and everything after it."""
+        self._flowing.set()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -313,10 +325,10 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -368,7 +368,7 @@ class IsoKronMemoryProvider(HostMemoryProvider):
     @_hook()
     def shutdown(self) -> None:
         """Deliver what waits in the outbox (at most :data:`SHUTDOWN_FLUSH_SECONDS`, whatever
-        the breaker says), then close the gateway session and the pool. Undelivered writes
+        the breaker says), then close the gateway session and the connections. Undelivered writes
         stay on disk."""
         if self._shut_down:
             return
@@ -378,6 +378,8 @@ class IsoKronMemoryProvider(HostMemoryProvider):
         if res is not None and res.writer is not None and self.writes_enabled:
             final_flush(res.writer, SHUTDOWN_FLUSH_SECONDS)
         self._shut_down = True
+        if res is not None:
+            res.reader.close_inline()
         self._loop.stop(cleanup=self._close_all())
         if res is not None and res.outbox is not None:
             res.outbox.close()

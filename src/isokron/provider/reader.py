@@ -34,6 +34,7 @@ from isokron.governance.policies import (
 from isokron.provider import cache as names
 from isokron.provider.cache import TTLCache
 from isokron.provider.health import PROBE_TIMEOUT_SECONDS, Breaker
+from isokron.provider.inline import InlineReads, InlineUnavailable
 from isokron.provider.loop import IoLoop, LoopClosedError
 from isokron.substrate import reads
 from isokron.substrate.connection import create_pool
@@ -103,6 +104,7 @@ class SubstrateReader:
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self._identity_logged: set[str] = set()
         self._identity_lock = threading.Lock()
+        self._inline = InlineReads(dsn, connect_timeout=connect_timeout, timeout=timeout)
 
     # ------------------------------------------------------------------ sync API (hook threads)
     def warm(self, workspace_id: str, which: Iterable[str] = names.ALL_READS) -> bool:
@@ -156,8 +158,9 @@ class SubstrateReader:
             self.warm(workspace_id, (name,))
         return self.cache.get_stale(workspace_id, name)
 
-    def run(self, workspace_id: str, read: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-        """Run one uncached read now (for tools and recall), bounded by the hook timeout.
+    def run(self, workspace_id: str, read: Callable[[reads.Executor], Awaitable[T]]) -> T:
+        """Run one uncached read now (for tools and recall), bounded by the hook timeout: on
+        the calling thread when it can (:mod:`isokron.provider.inline`), else on the loop.
 
         Raises:
             SubstrateError: the substrate is down (or known down) or the read failed.
@@ -166,13 +169,20 @@ class SubstrateReader:
         if not self.breaker.should_try():
             raise SubstrateError(f"the substrate is unavailable: {self.breaker.last_error}")
         try:
-            result = self._loop.run(self._run_guarded(read), self.timeout)
+            try:
+                return self._inline.run(lambda open_db: self._guarded(read, open_db))
+            except InlineUnavailable:
+                return self._loop.run(self._run_guarded(read), self.timeout)
         except TimeoutError:
             self.breaker.failed(f"the substrate did not answer within {self.timeout:.1f}s")
             raise
         except LoopClosedError as exc:
             raise SubstrateError("the provider has been shut down") from exc
-        return result
+
+    def close_inline(self) -> None:
+        """Close the connection reads on the calling thread use (call it from a hook thread,
+        before the loop's own :meth:`close`)."""
+        self._inline.close(_CLOSE_SECONDS)
 
     def probe(self, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
         """One ``SELECT 1`` bounded by ``timeout`` (the watchdog's check of an open breaker);
@@ -310,10 +320,22 @@ class SubstrateReader:
                 return
         self.cache.ttl_seconds = self._configured_ttl
 
-    async def _run_guarded(self, read: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def _run_guarded(self, read: Callable[[reads.Executor], Awaitable[T]]) -> T:
         try:
-            pool = await self._pool_now()
-            result = await asyncio.wait_for(read(pool), self.timeout)
+            return await asyncio.wait_for(self._guarded(read, self._pool_now), self.timeout)
+        except TimeoutError as exc:
+            error = _as_substrate_error(exc)
+            self.breaker.failed(error)
+            raise error from exc
+
+    async def _guarded(
+        self,
+        read: Callable[[reads.Executor], Awaitable[T]],
+        open_db: Callable[[], Awaitable[reads.Executor]],
+    ) -> T:
+        """``read`` on what ``open_db`` opens, telling the breaker how the substrate answered."""
+        try:
+            result = await read(await open_db())
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
             error = _as_substrate_error(exc)
             self.breaker.failed(error)

@@ -215,13 +215,14 @@ class SessionResources:
 
     def release(self, loop: IoLoop, *, flush: bool, flush_seconds: float) -> None:
         """Stop the watchdog, deliver what waits (``flush``), close the outbox, the gateway
-        session and the pool (a second ``initialize`` replaces these)."""
+        session, the reader's connections (a second ``initialize`` replaces these)."""
         if self.watchdog is not None:
             self.watchdog.stop()
         if self.writer is not None and flush:
             final_flush(self.writer, flush_seconds)
         if self.outbox is not None:
             self.outbox.close()
+        self.reader.close_inline()
         try:
             loop.submit(close_resources(self.gateway, self.reader))
         except LoopClosedError:
