@@ -2,8 +2,9 @@
 
 Hermes calls the provider's hooks synchronously from several threads (the main thread, a
 short-lived prefetch thread, a single FIFO sync worker). asyncpg pools and MCP sessions belong
-to one event loop, so every coroutine the provider runs is submitted to this loop and the
-calling thread waits for its result with a bound. A wait that times out leaves the coroutine
+to one event loop, so every coroutine that uses them is submitted to this loop and the calling
+thread waits for its result with a bound (uncached reads run on the calling thread instead when
+they can: :mod:`isokron.provider.inline`). A wait that times out leaves the coroutine
 running on the loop (it finishes in the background and fills the cache); the caller moves on.
 """
 
