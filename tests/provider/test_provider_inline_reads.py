@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 from provider_helpers import TcpProxy, tagged
 
 from isokron.provider.loop import LOOP_THREAD_NAME
@@ -122,4 +123,97 @@ def test_a_hung_database_bounds_the_recall_and_a_new_connection_recovers(
     finally:
         provider.shutdown()
         proxy.thaw()
+        proxy.stop()
+
+
+def admin_fetch(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    async def fetch() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_not_used(
+    substrate: SubstrateDSNs, kora_workspace, make_provider, provider_logs
+) -> None:
+    """The inline connection's loop runs only during a read: a connection the server closed in
+    between (a restart, a terminated backend) must not fail the next read or open the breaker."""
+    ws = kora_workspace()
+    proxy = TcpProxy(substrate.reader)
+    proxy.start()
+    provider = make_provider(ws, reader_dsn=proxy.dsn)
+    reader_role = substrate.reader.split("//", 1)[1].split("@", 1)[0].split(":")[0]
+    try:
+        provider.handle_tool_call("iso_node_create", NODE)
+        assert "Tenant isolation" in provider.prefetch(MESSAGE, session_id="")
+        tried = answered = 0
+        for _ in range(3):  # the database goes away and comes back while the provider is idle
+            proxy.stop()
+            time.sleep(0.3)
+            proxy.start()
+            tried += 1
+            answered += "Tenant isolation" in provider.prefetch(MESSAGE, session_id="")
+        for i in range(3):  # every reader backend is terminated while the provider is idle
+            killed = admin_fetch(
+                substrate.admin,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                reader_role,
+            )
+            assert killed, f"round {i}: no reader backend to terminate"
+            tried += 1
+            found = provider.handle_tool_call("iso_node_search", {"query": "tenant"})
+            answered += "Tenant isolation" in found
+        print(f"[inline reads] {answered} of {tried} reads after a server-side close answered")
+        assert answered == tried
+        assert not tagged(provider_logs, "[isokron.provider.substrate.unavailable]")
+        assert not tagged(provider_logs, "[isokron.provider.hook_failed]")
+    finally:
+        provider.shutdown()
+        proxy.stop()
+
+
+def test_a_read_given_up_on_does_not_keep_running_on_the_server(
+    substrate: SubstrateDSNs, kora_workspace, make_provider
+) -> None:
+    """Over TCP, PostgreSQL does not notice a closed client while a statement runs: the inline
+    connection's statements carry the hook timeout as their statement_timeout."""
+    ws = kora_workspace()
+    proxy = TcpProxy(substrate.reader)
+    proxy.start()
+    provider = make_provider(ws, reader_dsn=proxy.dsn, hook_timeout_seconds=1.0)
+    marker = f"inline_read_given_up_{time.monotonic_ns()}"
+
+    async def slow(db: Any) -> Any:
+        return await db.fetchval(f"SELECT pg_sleep(600) /* {marker} */")
+
+    def running() -> list[dict[str, Any]]:
+        return admin_fetch(
+            substrate.admin,
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+            f"%{marker}%",
+        )
+
+    try:
+        for _ in range(3):
+            try:
+                provider._reader.run(ws.workspace_id, slow)
+            except TimeoutError as exc:
+                assert "no result within 1.0s" in str(exc)
+            else:
+                raise AssertionError("a 600 s statement answered within the 1 s hook timeout")
+            provider._reader.breaker.succeeded()
+        # Without a statement timeout these would run for 10 minutes.
+        wait_until("the statements given up on ended on the server", lambda: not running(), 60)
+    finally:
+        admin_fetch(
+            substrate.admin,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1 "
+            "AND pid <> pg_backend_pid()",
+            f"%{marker}%",
+        )
+        provider.shutdown()
         proxy.stop()

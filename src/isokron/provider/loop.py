@@ -51,7 +51,7 @@ class IoLoop:
             if self._loop is not None and self._thread is not None and self._thread.is_alive():
                 return self._loop
             loop = asyncio.new_event_loop()
-            loop.set_exception_handler(_background_error)
+            loop.set_exception_handler(background_error)
             ready = threading.Event()
 
             def run() -> None:
@@ -132,10 +132,10 @@ class IoLoop:
             loop.close()
 
 
-def _background_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """asyncio's report of an error nobody awaited (e.g. asyncpg closing a connection to a
-    server that went away): one DEBUG line, never a traceback in the host's log. Outages are
-    reported once by the breakers."""
+def background_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The exception handler of the provider's event loops. asyncio's report of an error
+    nobody awaited (e.g. asyncpg closing a connection to a server that went away): one DEBUG
+    line, never a traceback in the host's log. Outages are reported once by the breakers."""
     exc = context.get("exception")
     detail = f"{exc.__class__.__name__}: {exc}" if exc is not None else ""
     log.debug("[isokron.provider.loop.background_error] %s %s", context.get("message"), detail)

@@ -46,6 +46,8 @@ log = logging.getLogger("isokron.provider.reader")
 T = TypeVar("T")
 
 KORA = "kora"
+#: What a read raises when the substrate did not answer it (timeouts aside).
+_READ_FAILURES = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, SubstrateError)
 #: The session context is one statement; tools and recall may run beside a refresh.
 POOL_MAX_SIZE = 3
 #: A workspace policy that caps how long the provider may serve reads from its cache.
@@ -170,19 +172,28 @@ class SubstrateReader:
             raise SubstrateError(f"the substrate is unavailable: {self.breaker.last_error}")
         try:
             try:
-                return self._inline.run(lambda open_db: self._guarded(read, open_db))
+                result = self._inline.run(read)
             except InlineUnavailable:
                 return self._loop.run(self._run_guarded(read), self.timeout)
+            except TimeoutError:
+                raise
+            except _READ_FAILURES as exc:
+                error = self._failure(exc)
+                if error is exc:
+                    raise
+                raise error from exc
         except TimeoutError:
             self.breaker.failed(f"the substrate did not answer within {self.timeout:.1f}s")
             raise
         except LoopClosedError as exc:
             raise SubstrateError("the provider has been shut down") from exc
+        self.breaker.succeeded()
+        return result
 
     def close_inline(self) -> None:
-        """Close the connection reads on the calling thread use (call it from a hook thread,
-        before the loop's own :meth:`close`)."""
-        self._inline.close(_CLOSE_SECONDS)
+        """Close the connection reads on the calling thread use (now, or when the read running
+        on it ends), before the loop's own :meth:`close`."""
+        self._inline.close()
 
     def probe(self, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
         """One ``SELECT 1`` bounded by ``timeout`` (the watchdog's check of an open breaker);
@@ -322,30 +333,24 @@ class SubstrateReader:
 
     async def _run_guarded(self, read: Callable[[reads.Executor], Awaitable[T]]) -> T:
         try:
-            return await asyncio.wait_for(self._guarded(read, self._pool_now), self.timeout)
-        except TimeoutError as exc:
-            error = _as_substrate_error(exc)
-            self.breaker.failed(error)
+            result = await asyncio.wait_for(read(await self._pool_now()), self.timeout)
+        except (*_READ_FAILURES, TimeoutError) as exc:
+            error = self._failure(exc)
+            if error is exc:
+                raise
             raise error from exc
-
-    async def _guarded(
-        self,
-        read: Callable[[reads.Executor], Awaitable[T]],
-        open_db: Callable[[], Awaitable[reads.Executor]],
-    ) -> T:
-        """``read`` on what ``open_db`` opens, telling the breaker how the substrate answered."""
-        try:
-            result = await read(await open_db())
-        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
-            error = _as_substrate_error(exc)
-            self.breaker.failed(error)
-            raise error from exc
-        except SubstrateError as exc:
-            if _is_outage(exc):
-                self.breaker.failed(exc)
-            raise
         self.breaker.succeeded()
         return result
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        """What a failed read raises; the breaker is told when the substrate is unreachable."""
+        if isinstance(exc, SubstrateError):
+            if _is_outage(exc):
+                self.breaker.failed(exc)
+            return exc
+        error = _as_substrate_error(exc)
+        self.breaker.failed(error)
+        return error
 
     async def _probe(self, timeout: float) -> None:
         try:

@@ -54,8 +54,14 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         conn.on_citus = bool(await conn.fetchval(CITUS_INSTALLED_SQL))
 
 
-async def connect(dsn: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> asyncpg.Connection:
-    """Open one connection with IsoKron's per-connection setup."""
+async def connect(
+    dsn: str,
+    *,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    server_settings: dict[str, str] | None = None,
+) -> asyncpg.Connection:
+    """Open one connection with IsoKron's per-connection setup (``server_settings``: session
+    settings sent with the connection request, e.g. ``statement_timeout``)."""
     validate_dsn(dsn)
     try:
         conn = await asyncpg.connect(
@@ -63,6 +69,7 @@ async def connect(dsn: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> asyn
             timeout=timeout,
             command_timeout=DEFAULT_COMMAND_TIMEOUT,
             connection_class=SubstrateConnection,
+            server_settings=server_settings,
         )
     except Exception as exc:  # translated at this boundary
         raise translate_connect_error(exc, dsn) from exc
