@@ -421,6 +421,57 @@ async def test_proposal_expiry(
     assert audit.verify_workspace(substrate.admin, ws).ok
 
 
+MAINTAIN_SQL = "SELECT isokron_api.maintain($1)::text"
+WAITING_FOR_A_LOCK_SQL = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+
+
+@policy_effect("policy.kora_proposal_expiry_days")
+async def test_two_maintenance_passes_at_once_expire_each_proposal_once(
+    calls: Calls, admin_pool: asyncpg.Pool, substrate: SubstrateDSNs
+) -> None:
+    """The gateway's periodic pass and ``isokron maintain`` over one workspace at once: the
+    second pass picks the same pending proposals, waits for the first one's row locks, and
+    must then find them decided (0074), not expire them and chain them a second time."""
+    ws = calls.tenant.workspace_id
+    keys = [
+        data_of(await calls.kora("kora__propose_convention", {"title": f"t{i}", "body": "b"}))[
+            "proposal_id"
+        ]
+        for i in range(3)
+    ]
+    seq = await head(admin_pool, ws)
+    await set_policy(admin_pool, calls.tenant, "policy.kora_proposal_expiry_days", 0)
+    first = await asyncpg.connect(substrate.gateway)
+    second = await asyncpg.connect(substrate.gateway)
+    try:
+        tx = first.transaction()
+        await tx.start()
+        await first.fetchval(MAINTAIN_SQL, ws)  # expires them; holds their row locks
+        pid = await second.fetchval("SELECT pg_backend_pid()")
+        later = asyncio.create_task(second.fetchval(MAINTAIN_SQL, ws))
+
+        async def second_waits() -> bool:
+            return later.done() or bool(await admin_pool.fetchval(WAITING_FOR_A_LOCK_SQL, pid))
+
+        await _wait_until(second_waits)
+        await tx.commit()
+        await later
+    finally:
+        await first.close()
+        await second.close()
+    expired = [
+        e["payload"]["proposal_id"]
+        for e in await events_since(admin_pool, ws, seq)
+        if e["event_type"] == "governance.proposal.expired"
+    ]
+    assert sorted(expired) == sorted(keys), "a proposal was expired more than once, or never"
+    for key in keys:
+        assert await _is(
+            admin_pool, "kronicle.convention_proposals", "proposal_id", ws, key, "expired"
+        )
+    assert audit.verify_workspace(substrate.admin, ws).ok
+
+
 @policy_effect("policy.kora_scratchpad_retention_days")
 async def test_scratchpad_retention(
     calls: Calls, admin_pool: asyncpg.Pool, substrate: SubstrateDSNs
