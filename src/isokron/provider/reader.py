@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 
@@ -175,13 +175,10 @@ class SubstrateReader:
                 result = self._inline.run(read)
             except InlineUnavailable:
                 return self._loop.run(self._run_guarded(read), self.timeout)
-            except TimeoutError:
+            except TimeoutError:  # an OSError too: the breaker is told below, as for the loop
                 raise
             except _READ_FAILURES as exc:
-                error = self._failure(exc)
-                if error is exc:
-                    raise
-                raise error from exc
+                self._raise_failure(exc)
         except TimeoutError:
             self.breaker.failed(f"the substrate did not answer within {self.timeout:.1f}s")
             raise
@@ -335,22 +332,20 @@ class SubstrateReader:
         try:
             result = await asyncio.wait_for(read(await self._pool_now()), self.timeout)
         except (*_READ_FAILURES, TimeoutError) as exc:
-            error = self._failure(exc)
-            if error is exc:
-                raise
-            raise error from exc
+            self._raise_failure(exc)
         self.breaker.succeeded()
         return result
 
-    def _failure(self, exc: BaseException) -> BaseException:
-        """What a failed read raises; the breaker is told when the substrate is unreachable."""
+    def _raise_failure(self, exc: BaseException) -> NoReturn:
+        """Raise what a failed read raises, telling the breaker when the substrate is
+        unreachable."""
         if isinstance(exc, SubstrateError):
             if _is_outage(exc):
                 self.breaker.failed(exc)
-            return exc
+            raise exc
         error = _as_substrate_error(exc)
         self.breaker.failed(error)
-        return error
+        raise error from exc
 
     async def _probe(self, timeout: float) -> None:
         try:
