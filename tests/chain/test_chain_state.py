@@ -11,6 +11,7 @@ from isokron.chain.state import (
     StateLedger,
     differing_columns,
     row_bytes,
+    row_digest,
     row_record,
 )
 
@@ -27,6 +28,7 @@ def test_row_vectors_reproduce_and_are_the_documented_ones() -> None:
         assert row_bytes(v["table"], v["columns"], v["values"]).hex() == v["row_bytes_hex"]
         record = row_record(v["table"], v["columns"], v["values"])
         assert (record.d, record.c) == (v["d"], v["c"])
+        assert row_digest(v["table"], v["columns"], v["values"]) == v["d"]
         assert v["row_bytes_hex"] in DOC and v["d"] in DOC and v["c"] in DOC
 
 
@@ -34,6 +36,7 @@ def test_null_and_empty_text_differ() -> None:
     a = row_record("t", ["x"], [None])
     b = row_record("t", ["x"], [""])
     assert a.d != b.d
+    assert row_digest("t", ["x"], [None]) == a.d != row_digest("t", ["x"], [""]) == b.d
 
 
 def test_differing_columns_names_what_changed() -> None:

@@ -82,6 +82,8 @@ _COPY_BUFFER = 1 << 20
 #: with spaces to this length; a header is ~330 bytes plus the workspace id's length).
 HEADER_RESERVE = 1024
 _HASH_FIELDS = ("payload_digest", "prev_event_hash", "this_event_hash")
+# What a state line's canonical values may be: JSON strings and nulls (json gives exactly these).
+_STATE_VALUE_TYPES = frozenset({str, type(None)})
 _RECORD_FIELDS = (
     "seq",
     "event_id",
@@ -483,7 +485,7 @@ class _LineParser:
     def state_line(self, obj: Mapping[str, Any]) -> None:
         self.require(obj, ("state_table", "key", "values"))
         values = obj["values"]
-        if not isinstance(values, list) or not all(v is None or isinstance(v, str) for v in values):
+        if not isinstance(values, list) or not _STATE_VALUE_TYPES.issuperset(map(type, values)):
             raise self.fail("values must be a list of strings and nulls")
         self.state.append((self.string(obj, "state_table"), self.string(obj, "key"), values))
 

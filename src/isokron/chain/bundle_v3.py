@@ -150,16 +150,16 @@ def _feed_ledger(state: V3Walk, inp: bytes, payload: bytes) -> None:
     """Give one event's row records (or its erasure) to the ledger, as bundle._feed_ledger."""
     started = time.perf_counter()
     seq = _INT64.unpack(inp[_SEQ:_EVENT])[0]
-    event_id = str(UUID(bytes=inp[_EVENT:_ACTOR]))
     event_type = inp[_TYPE:-DIGEST_SIZE].decode("utf-8", "replace")
     if not payload:
+        event_id = str(UUID(bytes=inp[_EVENT:_ACTOR]))
         state.ledger.add_event(seq, event_id, event_type, None, erased=True)
     else:
         try:
             parsed = json.loads(payload)
         except ValueError:
             parsed = None
-        state.ledger.add_event(seq, event_id, event_type, parsed)
+        state.ledger.add_event(seq, "", event_type, parsed)  # the id is kept only when erased
     state.state_seconds += time.perf_counter() - started
 
 
