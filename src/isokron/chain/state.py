@@ -398,16 +398,21 @@ class StateLedger:
         """Rows the chain records that no longer exist, and erasures not chained as such."""
         out = []
         checked = {t.name for t in tables}
-        for (table, key), latest in sorted(self._latest.items()):
-            if table in checked and latest.record is not None and (table, key) not in self._seen:
-                out.append(
-                    finding(
-                        "state_missing",
-                        latest.seq,
-                        f"{table} row {key}, recorded by event seq {latest.seq}, does not exist "
-                        "— it was deleted outside the write operations",
-                    )
+        seen = self._seen
+        missing = [
+            (name, latest)
+            for name, latest in self._latest.items()
+            if name[0] in checked and latest.record is not None and name not in seen
+        ]
+        for (table, key), latest in sorted(missing, key=lambda m: m[0]):  # only the missing
+            out.append(
+                finding(
+                    "state_missing",
+                    latest.seq,
+                    f"{table} row {key}, recorded by event seq {latest.seq}, does not exist "
+                    "— it was deleted outside the write operations",
                 )
+            )
         for seq, (event_id, tombstone) in sorted(self._erased.items()):
             out.extend(self._erasure_findings(seq, event_id, tombstone, finding))
         return out
