@@ -86,6 +86,9 @@ class Walk:
         # The seeded workspace has a scratchpad row edited behind the write path's back:
         # verification names it (the chain itself still links).
         assert "events" in text and "checkpoint" in text, text
+        # The last poll names the row and state checks' final phase with its count.
+        status = self.page.inner_text("#ik-verify-status")
+        assert status.startswith("done — ") and "state rows checked" in status, status
 
     def dry_run(self) -> None:
         self.page.fill("#ik-dry-text", f"here is my key {PLANTED_SECRETS['sk']}")

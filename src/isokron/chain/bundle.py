@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
@@ -48,7 +49,13 @@ from isokron.chain.bundle_v3 import (
     walk_v3_state,
 )
 from isokron.chain.hashing import DIGEST_SIZE, ChainRecord, us_to_datetime
-from isokron.chain.state import ERASURE_EVENT, STATE_TABLES, STATE_TABLES_BY_NAME, StateLedger
+from isokron.chain.state import (
+    ERASURE_EVENT,
+    STATE_TABLES,
+    STATE_TABLES_BY_NAME,
+    RowProgress,
+    StateLedger,
+)
 from isokron.chain.verify import ChainWalk, Checkpoint, Finding, VerifyReport, add_findings
 from isokron.errors import ChainError
 
@@ -710,9 +717,10 @@ def _walk_v3(
     parser: _LineParser,
     walk: ChainWalk,
     progress: Callable[[int], None] | None,
+    row_progress: RowProgress | None,
 ) -> V3Walk:
     """The version-3 event lines through the fast walk; state lines into ``parser.state``."""
-    state = V3Walk(StateLedger())
+    state = V3Walk(StateLedger(row_progress))
 
     def other(lineno: int, raw: bytes) -> None:
         started = time.perf_counter()
@@ -735,6 +743,8 @@ def _walk_v3(
         return state
     started = time.perf_counter()
     walk.head_seq, walk.head_hash, walk.count = head.head_seq, head.head_hash, head.count
+    if row_progress is not None:
+        row_progress("records", 0)
     walk_v3_state(
         lines,
         head.state_items,
@@ -745,6 +755,7 @@ def _walk_v3(
         check_payloads=walk.check_payloads,
         on_other=other,
         fail=fail,
+        progress=None if row_progress is None else partial(row_progress, "records"),
     )
     state.state_seconds = time.perf_counter() - started
     return state
@@ -802,6 +813,7 @@ def verify_bundle(
     check_payloads: bool = True,
     progress: Callable[[int], None] | None = None,
     timings: dict[str, float] | None = None,
+    row_progress: RowProgress | None = None,
 ) -> VerifyReport:
     """Verify an exported bundle using nothing but the file (and optional checkpoints).
 
@@ -811,9 +823,11 @@ def verify_bundle(
     structurally malformed file raises ChainError naming the line; a well-formed file that
     fails verification returns a report with ``ok`` False and the findings. Version 3 takes
     the fast path (:mod:`isokron.chain.bundle_v3`); ``progress`` gets the running count of
-    events there every 100,000. ``timings`` (version 3), when given, receives the wall seconds
-    of the chain check (``chain_seconds``) and of the state check (``state_seconds``: reading
-    row records and state lines, comparing them), which are timed separately.
+    events there every 100,000; ``row_progress`` the phase and count of the state check
+    (:data:`~isokron.chain.state.RowProgress`). ``timings`` (version 3), when given, receives
+    the wall seconds of the chain check (``chain_seconds``) and of the state check
+    (``state_seconds``: reading row records and state lines, comparing them), which are timed
+    separately.
 
     A version-3 bundle file of 10 MB or more has its chain checked on one process per CPU
     (:mod:`isokron.chain.bundle_parallel`), with the same findings.
@@ -826,10 +840,10 @@ def verify_bundle(
     )
     try:
         if header.version == 3:
-            v3 = _walk_v3(fh, parser, walk, progress)
+            v3 = _walk_v3(fh, parser, walk, progress, row_progress)
             ledger, state_seconds = v3.ledger, v3.state_seconds
         else:
-            ledger = StateLedger()
+            ledger = StateLedger(row_progress)
             for record in _feed_ledger(_iter_records(fh, parser, False), ledger):
                 walk.feed(record)
     finally:
@@ -840,6 +854,8 @@ def verify_bundle(
     chain_seconds = walked - started - state_seconds  # the walk less its row-record work
     findings = _header_findings(header, report)
     if header.state_rows is not None:
+        if row_progress is not None:
+            row_progress("rows", 0)
         findings += _state_findings(header, ledger, parser.state)
     state_seconds += time.perf_counter() - walked
     logger.info(

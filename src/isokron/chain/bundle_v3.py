@@ -265,6 +265,7 @@ def walk_v3_state(
     check_payloads: bool,
     on_other: Callable[[int, bytes], None],
     fail: Callable[[int, str], ChainError],
+    progress: V3Progress | None = None,
 ) -> None:
     """The state part of :func:`walk_v3_events` alone, for a chain already proved elsewhere
     (in parallel, :mod:`isokron.chain.bundle_parallel`): ``lines`` are the file's lines from
@@ -276,7 +277,8 @@ def walk_v3_state(
     so the ledger only ever gets bytes the chain check proved; an event line it does not use
     is only counted. A file rewritten in between therefore cannot make the state check read
     unproved bytes: it fails, or the verdict is the one on the bytes proved.
-    The lines after the events go to ``on_other`` and must all be state lines."""
+    The lines after the events go to ``on_other`` and must all be state lines. ``progress``
+    gets the running count of event lines read every :data:`PROGRESS_EVERY`."""
     sha256, unhex = hashlib.sha256, binascii.unhexlify
     todo = iter(proved)
     offset, this = next(todo, (-1, b""))
@@ -285,6 +287,8 @@ def walk_v3_state(
         at, pos = pos, pos + len(line)
         if line[:1] != b"{" and not after_state:
             seen += 1
+            if progress is not None and seen % PROGRESS_EVERY == 0:
+                progress(seen)
         if line[:1] == b"{":
             on_other(lineno, line)
             after_state = True

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,16 +298,26 @@ class _Erasure:
     reason: Any
 
 
+#: What a verification's row and state checks are doing, for a progress display: the phase and
+#: its running count. "scratchpad": entries whose content was hashed again; "records": events
+#: whose row records were read; "rows": state rows compared with their records.
+RowProgress = Callable[[str, int], None]
+#: Rows (or records) between two progress reports; each phase also reports where it starts.
+ROW_PROGRESS_EVERY = 20_000
+
+
 class StateLedger:
     """What the chain says each state row is, checked against the live rows (pure).
 
     Feed it every event that carries ``state`` (or is erased, or records an erasure) in seq
     order with :meth:`add_event`, then the live rows of each table with :meth:`check_table`,
     then call :meth:`finish`. Each check returns :class:`~isokron.chain.verify.Finding` s naming
-    table, key and what differs.
+    table, key and what differs. ``progress``, when given, gets ``("rows", rows checked so
+    far)`` every :data:`ROW_PROGRESS_EVERY` rows and after each table.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, progress: RowProgress | None = None) -> None:
+        self._progress = progress
         self._latest: dict[tuple[str, str], _Latest] = {}
         self._erased: dict[int, tuple[str, Any]] = {}  # seq -> (event_id, tombstone)
         self._erasures: dict[int, _Erasure] = {}  # erased seq -> the erasure event
@@ -361,8 +371,11 @@ class StateLedger:
         """Compare live rows ``(key_text, canonical texts)`` of ``table`` with their records."""
         out = []
         names = table.column_names
+        progress = self._progress
         for key, values in rows:
             self.rows_checked += 1
+            if progress is not None and self.rows_checked % ROW_PROGRESS_EVERY == 0:
+                progress("rows", self.rows_checked)
             self._seen.add((table.name, key))
             latest = self._latest.get((table.name, key))
             if latest is None or latest.record is None:
@@ -392,6 +405,8 @@ class StateLedger:
                         "operations",
                     )
                 )
+        if progress is not None:
+            progress("rows", self.rows_checked)
         return out
 
     def finish(self, tables: Sequence[StateTable], finding: Any) -> list[Any]:

@@ -127,6 +127,19 @@ def verify(
     )
 
 
+# What the status line says in each phase of the row and state checks (chain.state.RowProgress).
+ROW_STATUS = {
+    "scratchpad": "checking scratchpad contents… {n:,} entries",
+    "records": "reading the chain's row records… {n:,} events",
+    "rows": "checking state rows… {n:,} rows",
+}
+
+
+def row_status(phase: str, n: int) -> str:
+    """The status line for a phase of the row and state checks and its running count."""
+    return ROW_STATUS.get(phase, "checking rows… {n:,}").format(n=n)
+
+
 @boundary
 def _verify(
     workspace_id: str | None,
@@ -144,7 +157,9 @@ def _verify(
     if bundle is not None:
         with out.status("verifying…") as status:
             report = verify_bundle(
-                bundle, progress=lambda n: status.update(f"verifying… {n:,} events")
+                bundle,
+                progress=lambda n: status.update(f"verifying… {n:,} events"),
+                row_progress=lambda phase, n: status.update(row_status(phase, n)),
             )
             extra: list[Finding] = []
             if checkpoints:  # the Merkle tree is re-derived only to confirm a checkpoint
@@ -169,6 +184,7 @@ def _verify(
                 target.dsns.admin,
                 workspace_id,
                 progress=lambda n: status.update(f"verifying… {n:,} events"),
+                row_progress=lambda phase, n: status.update(row_status(phase, n)),
             )
             status.update("re-deriving the Merkle tree…")
             extra = verify_workspace_tree(target.dsns.admin, workspace_id, checkpoints)

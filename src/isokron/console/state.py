@@ -37,6 +37,9 @@ class VerifyJob:
     state: str = "running"  # running | done | failed
     checked: int = 0
     total: int = 0
+    # The row and state checks after the chain (chain.state.RowProgress): phase and its count.
+    phase: str = "chain"
+    phase_count: int = 0
     result: dict[str, Any] | None = None
     error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -48,6 +51,8 @@ class VerifyJob:
                 "state": self.state,
                 "checked": self.checked,
                 "total": self.total,
+                "phase": self.phase,
+                "phase_count": self.phase_count,
                 "result": self.result,
                 "error": self.error,
             }
@@ -110,6 +115,10 @@ class ConsoleState:
             with job.lock:
                 job.checked = n
 
+        def row_progress(phase: str, n: int) -> None:
+            with job.lock:
+                job.phase, job.phase_count = phase, n
+
         try:
             cps = self.checkpoints.load(job.workspace_id)
             try:
@@ -118,7 +127,11 @@ class ConsoleState:
             except (NotFoundError, audit.SubstrateError):
                 job.total = 0
             result = audit.verify_workspace(
-                self.settings.dsns.admin, job.workspace_id, checkpoints=cps, progress=progress
+                self.settings.dsns.admin,
+                job.workspace_id,
+                checkpoints=cps,
+                progress=progress,
+                row_progress=row_progress,
             )
             with job.lock:
                 job.checked = result.chain.events_checked

@@ -34,7 +34,13 @@ from isokron.chain import (
     VerifyReport,
     write_bundle,
 )
-from isokron.chain.state import STATE_TABLES, StateLedger, StateTable
+from isokron.chain.state import (
+    ROW_PROGRESS_EVERY,
+    STATE_TABLES,
+    RowProgress,
+    StateLedger,
+    StateTable,
+)
 from isokron.errors import NotFoundError, SubstrateError
 from isokron.substrate.chain_export import (
     BackgroundStateLines,
@@ -138,15 +144,25 @@ def iter_state_rows(
 
 
 def state_findings(
-    conn: psycopg.Connection, workspace_id: str, tenant: UUID
+    conn: psycopg.Connection,
+    workspace_id: str,
+    tenant: UUID,
+    progress: RowProgress | None = None,
 ) -> tuple[list[Finding], StateLedger]:
-    """Every live row against its latest record; missing rows; unchained erasures."""
-    ledger = StateLedger()
+    """Every live row against its latest record; missing rows; unchained erasures.
+    ``progress`` gets the "records" and "rows" phases (:data:`~isokron.chain.state.RowProgress`)."""
+    ledger = StateLedger(progress)
+    if progress is not None:
+        progress("records", 0)
     with conn.cursor(name="isokron_state_events") as cur:
         cur.itersize = 500
         cur.execute(SELECT_STATE_EVENTS_SQL, (workspace_id, tenant))
-        for seq, event_id, event_type, erased, payload in cur:
+        for n, (seq, event_id, event_type, erased, payload) in enumerate(cur, 1):
             ledger.add_event(seq, event_id, event_type, payload, erased=erased)
+            if progress is not None and n % ROW_PROGRESS_EVERY == 0:
+                progress("records", n)
+    if progress is not None:
+        progress("rows", 0)
     out: list[Finding] = []
     for table in STATE_TABLES:
         out += ledger.check_table(table, iter_state_rows(conn, table, workspace_id), _state_finding)
@@ -312,11 +328,14 @@ def verify_workspace(
     *,
     checkpoints: Sequence[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
+    row_progress: RowProgress | None = None,
 ) -> WorkspaceAudit:
     """Verify a workspace's chain, the hashes of what it vouches for and every state row.
 
     The chain is checked inside PostgreSQL (:mod:`isokron.substrate.chain_scan`); the row and
-    state checks follow in the same snapshot and are timed separately.
+    state checks follow in the same snapshot and are timed separately. ``progress`` gets the
+    running count of events of the chain check, ``row_progress`` the phase and count of the
+    row and state checks after it (:data:`~isokron.chain.state.RowProgress`).
     """
     with _connect(dsn, snapshot=True) as conn, conn.transaction():
         tenant = _tenant_of(conn, workspace_id)
@@ -333,10 +352,10 @@ def verify_workspace(
         findings = list(bad_payloads)
         findings += _head_findings(conn, workspace_id, tenant, report)
         findings += _charter_findings(conn, workspace_id)
-        findings += _scratchpad_findings(conn, workspace_id)
+        findings += _scratchpad_findings(conn, workspace_id, row_progress)
         findings += _constitution_findings(conn, workspace_id)
         findings += _orphan_findings(conn, workspace_id, tenant)
-        state, ledger = state_findings(conn, workspace_id, tenant)
+        state, ledger = state_findings(conn, workspace_id, tenant, row_progress)
         findings += state
         rows_done = time.perf_counter()
     audit = WorkspaceAudit(
@@ -405,12 +424,18 @@ def _charter_findings(conn: psycopg.Connection, workspace_id: str) -> list[Findi
     return out
 
 
-def _scratchpad_findings(conn: psycopg.Connection, workspace_id: str) -> list[Finding]:
+def _scratchpad_findings(
+    conn: psycopg.Connection, workspace_id: str, progress: RowProgress | None
+) -> list[Finding]:
     out = []
+    if progress is not None:
+        progress("scratchpad", 0)
     with conn.cursor(name="isokron_scratchpad") as cur:
         cur.itersize = FETCH_BATCH
         cur.execute(SELECT_SCRATCHPAD_CONTENT_SQL, (workspace_id,))
-        for entry_id, content, stored in cur:
+        for n, (entry_id, content, stored) in enumerate(cur, 1):
+            if progress is not None and n % ROW_PROGRESS_EVERY == 0:
+                progress("scratchpad", n)
             if content is not None and blake3.blake3(content.encode("utf-8")).hexdigest() != stored:
                 out.append(
                     Finding(

@@ -291,14 +291,23 @@
     });
   };
 
+  // The row and state checks after the chain (isokron.chain.state.RowProgress).
+  var VERIFY_PHASES = {
+    scratchpad: "scratchpad entries re-hashed",
+    records: "events' row records read",
+    rows: "state rows checked"
+  };
+
   RENDER.verification = function (body, data) {
     var self = this;
     var bar = h("progress", { id: "ik-verify-progress", max: "1", value: "0" });
     var out = h("div", { id: "ik-verify-result" });
-    var status = h("span", { class: "ik-status" });
+    var status = h("span", { class: "ik-status", id: "ik-verify-status" });
     function poll(job) {
       bar.max = String(Math.max(job.total, 1)); bar.value = String(job.checked);
-      status.textContent = job.state + " — " + job.checked + " of " + job.total + " events";
+      var phase = VERIFY_PHASES[job.phase];
+      status.textContent = job.state + " — " + job.checked + " of " + job.total + " events" +
+        (phase ? "; " + job.phase_count + " " + phase : "");
       if (job.state === "running") {
         self.timers.push(setTimeout(function () { self.api("GET", "/api/verify/" + job.job_id).then(poll); }, 300));
         return;
