@@ -14,6 +14,7 @@ memory stays flat however long the chain is. Runs with the admin DSN.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -102,11 +103,14 @@ APPROVED_ROW_TABLES: tuple[tuple[str, str, str], ...] = (
 
 
 # Events that carry row records, were erased, or record an erasure (the state ledger's input).
+# The JSON comes as text and is parsed by json.loads on a str: psycopg's jsonb loader parses
+# bytes, detecting their encoding each time (measured: 0.55-0.70 s against 0.42-0.59 s for
+# 50,007 events).
 SELECT_STATE_EVENTS_SQL = """
 SELECT seq, event_id::text, event_type, payload_erased,
-       CASE WHEN payload_erased THEN payload
-            WHEN event_type = 'substrate.payload.erased' THEN payload
-            ELSE jsonb_build_object('state', payload -> 'state') END
+       (CASE WHEN payload_erased THEN payload
+             WHEN event_type = 'substrate.payload.erased' THEN payload
+             ELSE jsonb_build_object('state', payload -> 'state') END)::text
 FROM hivex_foundation.event_log
 WHERE workspace_id = %s AND tenant_id = %s
   AND (payload_erased OR payload ? 'state' OR event_type = 'substrate.payload.erased')
@@ -157,7 +161,8 @@ def state_findings(
     with conn.cursor(name="isokron_state_events") as cur:
         cur.itersize = 500
         cur.execute(SELECT_STATE_EVENTS_SQL, (workspace_id, tenant))
-        for n, (seq, event_id, event_type, erased, payload) in enumerate(cur, 1):
+        for n, (seq, event_id, event_type, erased, text) in enumerate(cur, 1):
+            payload = None if text is None else json.loads(text)  # NULL only if forged
             ledger.add_event(seq, event_id, event_type, payload, erased=erased)
             if progress is not None and n % ROW_PROGRESS_EVERY == 0:
                 progress("records", n)
