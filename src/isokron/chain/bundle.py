@@ -393,6 +393,8 @@ class _LineParser:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise self.fail(f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        except (ValueError, RecursionError) as exc:  # a number or a nesting too large to parse
+            raise self.fail(f"not valid JSON here ({exc})") from exc
         if not isinstance(obj, dict):
             raise self.fail("expected a JSON object")
         return obj
@@ -662,7 +664,7 @@ def _feed_ledger(records: Iterable[ChainRecord], ledger: StateLedger) -> Iterato
             # A key spelled with \u escapes is parsed too, so nothing hides behind escaping.
             try:
                 payload = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # too large or deep: no records
                 payload = None
             ledger.add_event(record.seq, str(record.event_id), record.event_type, payload)
         yield record

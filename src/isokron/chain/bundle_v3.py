@@ -157,7 +157,7 @@ def _feed_ledger(state: V3Walk, inp: bytes, payload: bytes) -> None:
     else:
         try:
             parsed = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # too large or deep: no records
             parsed = None
         state.ledger.add_event(seq, "", event_type, parsed)  # the id is kept only when erased
     state.state_seconds += time.perf_counter() - started

@@ -223,7 +223,7 @@ def _row_parts(
         if value is None:
             columns.append(null)
         else:
-            data = value.encode("utf-8")
+            data = value.encode("utf-8", "surrogatepass")
             columns.append(present + pack(len(data)) + data)
     return head, columns
 
@@ -243,11 +243,13 @@ def row_digest(table: str, names: Sequence[str], values: Sequence[str | None]) -
         raise ValueError(f"{table}: {len(parts)} columns but {len(values)} values")
     pack = _UINT32.pack
     pieces = [head]
+    # "surrogatepass": a lone surrogate (only in a forged bundle line; PostgreSQL's text never
+    # holds one) gets bytes no stored row has, so the row differs instead of raising.
     for (null, present), value in zip(parts, values, strict=True):
         if value is None:
             pieces.append(null)
         else:
-            data = value.encode("utf-8")
+            data = value.encode("utf-8", "surrogatepass")
             pieces += (present, pack(len(data)), data)
     return hashlib.sha256(b"".join(pieces)).hexdigest()
 
@@ -390,6 +392,16 @@ class StateLedger:
                         None if latest is None else latest.seq,
                         f"{table.name} row {key} exists but {why} — it was inserted outside "
                         "the write operations",
+                    )
+                )
+                continue
+            if len(values) != len(names):  # only from a bundle's state line
+                out.append(
+                    finding(
+                        "state_mismatch",
+                        latest.seq,
+                        f"{table.name} row {key} has {len(values)} values where the table has "
+                        f"{len(names)} columns — it was changed outside the write operations",
                     )
                 )
                 continue

@@ -48,7 +48,7 @@ from isokron.substrate.chain_export import (
     canonical_text_sql,
     copy_event_lines,
 )
-from isokron.substrate.chain_scan import scan_chain, scan_workers
+from isokron.substrate.chain_scan import CONNECT_OPTIONS, scan_chain, scan_workers
 from isokron.substrate.database_errors import translate_connect_error
 
 log = logging.getLogger("isokron.substrate.audit")
@@ -147,6 +147,18 @@ def iter_state_rows(
             yield str(row[0]), list(row[1:])
 
 
+def _parsed(text: str | None, erased: bool) -> Any:
+    """An event's JSON as the ledger takes it. Only a forged payload is NULL (the column is NOT
+    NULL) or too large or deep for the parser: no records then, and a NULL tombstone is not the
+    tombstone's fixed form (the chain check reports the payload itself)."""
+    if text is None:
+        return {} if erased else None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 def state_findings(
     conn: psycopg.Connection,
     workspace_id: str,
@@ -162,8 +174,7 @@ def state_findings(
         cur.itersize = 500
         cur.execute(SELECT_STATE_EVENTS_SQL, (workspace_id, tenant))
         for n, (seq, event_id, event_type, erased, text) in enumerate(cur, 1):
-            payload = None if text is None else json.loads(text)  # NULL only if forged
-            ledger.add_event(seq, event_id, event_type, payload, erased=erased)
+            ledger.add_event(seq, event_id, event_type, _parsed(text, erased), erased=erased)
             if progress is not None and n % ROW_PROGRESS_EVERY == 0:
                 progress("records", n)
     if progress is not None:
@@ -257,7 +268,7 @@ def _connect(dsn: str, *, snapshot: bool = False) -> psycopg.Connection:
     """Connect; with ``snapshot`` every statement of a transaction sees one snapshot, so the
     chain and the rows it vouches for are read as of the same moment."""
     try:
-        conn = psycopg.connect(dsn, connect_timeout=10)
+        conn = psycopg.connect(dsn, **CONNECT_OPTIONS)
         if snapshot:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         return conn

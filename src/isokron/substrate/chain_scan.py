@@ -58,6 +58,11 @@ SELECT seq FROM (
 ) s WHERE (n - 1) %% %(chunk)s = 0 ORDER BY seq
 """
 EXPORT_SNAPSHOT_SQL = "SELECT pg_export_snapshot()"
+# Every connection of verify and export: UTF-8 whatever the auditor's environment says
+# (PGCLIENTENCODING), so payloads and state texts reach the file and the hashes as the database
+# holds them (with WIN1252 an export wrote its payloads in WIN1252, and a verify with SQL_ASCII
+# got bytes instead of text).
+CONNECT_OPTIONS: dict[str, Any] = {"connect_timeout": 10, "client_encoding": "UTF8"}
 
 # One chunk of the chain: the events with %(lo)s <= seq < %(hi)s, plus the event just below
 # the range (its stored hash is what the chunk's first event must link to; the caller drops
@@ -211,7 +216,7 @@ def snapshot_workers(
     out: list[psycopg.Connection] = []
     try:
         for _ in range(count):
-            worker = psycopg.connect(dsn, connect_timeout=10)
+            worker = psycopg.connect(dsn, **CONNECT_OPTIONS)
             out.append(worker)
             worker.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             worker.execute(

@@ -19,6 +19,7 @@ from isokron.chain import Finding, merkle
 from isokron.chain.tlog import LogCheckpoint
 from isokron.errors import NotFoundError, SubstrateUnavailableError
 from isokron.substrate import audit
+from isokron.substrate.chain_scan import CONNECT_OPTIONS
 from isokron.substrate.dsn import redact_dsn
 
 FETCH_BATCH = 20_000
@@ -41,7 +42,7 @@ def verify_workspace_tree(
 ) -> list[Finding]:
     """Connect with the admin DSN and run :func:`verify_tree` for one workspace."""
     try:
-        conn = psycopg.connect(dsn, connect_timeout=10)
+        conn = psycopg.connect(dsn, **CONNECT_OPTIONS)
     except psycopg.OperationalError as exc:
         raise SubstrateUnavailableError(
             f"cannot reach PostgreSQL at {redact_dsn(dsn)}: {exc}"
