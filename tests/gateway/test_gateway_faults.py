@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from isokron.gateway.settings import DEFAULT_MAX_REQUEST_BODY_BYTES
@@ -30,6 +31,7 @@ from isokron.gateway.transport import BODY_BUDGET_BYTES, HEAD_TIMEOUT_SECONDS, M
 from isokron.governance.seeds import default_seed
 from isokron.substrate import writes
 from isokron.substrate.connection import connect
+from isokron.substrate.dsn import database_name, database_roles
 
 PROTOCOL = "2025-06-18"
 INITIALIZE = {
@@ -213,6 +215,48 @@ def test_database_down_is_unavailable_never_500(
     finally:
         raw.close()
     assert " 500 " not in gateway.log()
+
+
+@pytest.mark.parametrize("roles", ["reader", "reader and gateway"])
+def test_a_database_out_of_connections_is_unavailable(
+    gateway: GatewayProcess, private_postgres: Any, workspace: tuple[str, str], roles: str
+) -> None:
+    """PostgreSQL refusing new connections (too many, SQLSTATE 53300: here a role's connection
+    limit, as max_connections would) is an outage the client may retry, answered `unavailable`,
+    never a tool error without a code and a traceback: found when 16 stdio gateways and three
+    HTTP ones shared one server in the benchmark."""
+    ws, token = workspace
+    names = database_roles(database_name(private_postgres.dsns.admin))
+    limited = [names.reader] if roles == "reader" else [names.reader, names.gateway]
+
+    def limit(n: int) -> None:
+        with psycopg.connect(private_postgres.dsns.admin, autocommit=True) as conn:
+            for role in limited:
+                conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT {n}')  # derived names
+                if n == 0:
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                        (role,),
+                    )
+
+    raw = Raw(gateway.url, token)
+    try:
+        limit(0)
+        try:
+            time.sleep(1.5)  # past the gateway's token and governance caches (1 s)
+            reply = raw.post(_call(7, "kora__append_event", {"event_type": "kora.fault.tested"}))
+            body = reply.json()
+            print(f"\n  {roles} out of connections: {body['result']['content'][0]['text']}")
+            assert body["result"]["isError"] is True
+            assert body["result"]["structuredContent"]["error"]["code"] == "unavailable"
+        finally:
+            limit(-1)
+        time.sleep(1.5)
+        back = raw.post(_call(8, "kora__append_event", {"event_type": "kora.fault.tested"}))
+        assert not back.json()["result"].get("isError"), back.text
+    finally:
+        raw.close()
+    assert "[isokron.gateway.unexpected]" not in gateway.log()
 
 
 def test_unknown_tool_is_refused_with_a_code(

@@ -57,7 +57,7 @@ from isokron.governance.operations import OPERATIONS, WRITE_QUOTAS, WRITES, quot
 from isokron.governance.policies import POLICIES, TOKEN_MAX_AGE
 from isokron.governance.redaction import redact_secrets
 from isokron.substrate import writes
-from isokron.substrate.database_errors import translate
+from isokron.substrate.database_errors import DRIVER_ERRORS, translate
 from isokron.substrate.group_writes import GroupWriter
 
 log = logging.getLogger("isokron.gateway")
@@ -174,8 +174,9 @@ class Gateway:
             return await self._read(spec, principal, prepared, verdict, started)
         except SubstrateError as exc:
             return self._failed(tool, exc, started, principal)
-        except (asyncpg.InterfaceError, OSError) as exc:
-            # The reads translate server errors but not a pool or connection that went away.
+        except DRIVER_ERRORS as exc:
+            # Whatever driver error a path did not translate (a pool or connection that went
+            # away, a connection the server refused) is answered, never raised to the SDK.
             return self._failed(tool, _unavailable(exc), started, principal)
 
     async def _principal(self, request: Any) -> Principal:

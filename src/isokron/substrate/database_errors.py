@@ -8,7 +8,8 @@ to the error tree of :mod:`isokron.errors`:
   or one of the PostgreSQL states we rely on (:data:`POSTGRES_SQLSTATES`) becomes a
   :class:`~isokron.errors.RefusalError` with its stable code, or a
   :class:`~isokron.errors.NotFoundError` / :class:`~isokron.errors.ConflictError`;
-* connection failures (class 08, admin shutdown, a closed pool, an OS error) become
+* connection failures (class 08, admin shutdown, a closed pool, an OS error) and a server
+  out of resources (class 53: too many connections, memory, disk) become
   :class:`~isokron.errors.SubstrateUnavailableError`;
 * any other server error a :class:`~isokron.errors.SubstrateError` carrying its SQLSTATE.
 
@@ -63,6 +64,9 @@ POSTGRES_SQLSTATES: Mapping[str, str] = {
 }
 #: Server states meaning the connection, not the request, failed.
 UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+#: Class 53, insufficient resources (too many connections, out of memory, disk full): the
+#: server cannot take the request now, whatever the request; a retry later may succeed.
+INSUFFICIENT_RESOURCES_CLASS = "53"
 INSUFFICIENT_PRIVILEGE = "42501"
 
 #: What every asyncpg caller catches before calling :func:`translate` (psycopg callers catch
@@ -134,6 +138,10 @@ def _from_server(sqlstate: str, message: str) -> BaseException:
         return SubstrateError(f"permission denied: {message}", sqlstate=sqlstate)
     if sqlstate.startswith("08") or sqlstate in UNAVAILABLE_SQLSTATES:
         return SubstrateUnavailableError(f"the database went away: {message}", sqlstate=sqlstate)
+    if sqlstate.startswith(INSUFFICIENT_RESOURCES_CLASS):
+        return SubstrateUnavailableError(
+            f"the database cannot take the request now: {message}", sqlstate=sqlstate
+        )
     return SubstrateError(message, sqlstate=sqlstate)
 
 

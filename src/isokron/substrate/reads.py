@@ -60,8 +60,16 @@ T = TypeVar("T")
 async def scoped(db: Executor, workspace_id: str) -> AsyncIterator[asyncpg.Connection]:
     """Borrow a connection (if given a pool) and open a workspace-scoped read transaction."""
     if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn, _scoped_tx(conn, workspace_id) as c:
-            yield c
+        try:
+            # Borrowing may open a connection, which the server may refuse (too many clients).
+            conn = await db.acquire()
+        except DRIVER_ERRORS as exc:
+            raise translate(exc) from exc
+        try:
+            async with _scoped_tx(conn, workspace_id) as c:
+                yield c
+        finally:
+            await db.release(conn)
     else:
         async with _scoped_tx(db, workspace_id) as c:
             yield c
