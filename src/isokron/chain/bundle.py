@@ -55,6 +55,7 @@ from isokron.chain.state import (
     STATE_TABLES_BY_NAME,
     RowProgress,
     StateLedger,
+    parse_payload,
 )
 from isokron.chain.verify import ChainWalk, Checkpoint, Finding, VerifyReport, add_findings
 from isokron.errors import ChainError
@@ -662,10 +663,7 @@ def _feed_ledger(records: Iterable[ChainRecord], ledger: StateLedger) -> Iterato
             # Only a payload that can name "state" (or "carried_state") carries row records;
             # parsing every other payload a second time was a third of verify --bundle's time.
             # A key spelled with \u escapes is parsed too, so nothing hides behind escaping.
-            try:
-                payload = json.loads(text)
-            except (ValueError, RecursionError):  # too large or deep: no records
-                payload = None
+            payload = parse_payload(text)
             ledger.add_event(record.seq, str(record.event_id), record.event_type, payload)
         yield record
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import json
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +28,7 @@ from uuid import UUID
 from isokron.chain import range_worker
 from isokron.chain.hashing import DIGEST_SIZE, HASH_PREFIX, ChainRecord, record_hash_input
 from isokron.chain.range_worker import EVENT, FIXED_INPUT_BYTES, carries_state
-from isokron.chain.state import ERASURE_EVENT, StateLedger
+from isokron.chain.state import ERASURE_EVENT, StateLedger, parse_payload
 from isokron.chain.verify import ChainWalk
 from isokron.errors import ChainError
 
@@ -155,11 +154,8 @@ def _feed_ledger(state: V3Walk, inp: bytes, payload: bytes) -> None:
         event_id = str(UUID(bytes=inp[_EVENT:_ACTOR]))
         state.ledger.add_event(seq, event_id, event_type, None, erased=True)
     else:
-        try:
-            parsed = json.loads(payload)
-        except (ValueError, RecursionError):  # too large or deep: no records
-            parsed = None
-        state.ledger.add_event(seq, "", event_type, parsed)  # the id is kept only when erased
+        # The id is kept only for an erased event.
+        state.ledger.add_event(seq, "", event_type, parse_payload(payload))
     state.state_seconds += time.perf_counter() - started
 
 

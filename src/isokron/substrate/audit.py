@@ -14,7 +14,6 @@ memory stays flat however long the chain is. Runs with the admin DSN.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +40,7 @@ from isokron.chain.state import (
     RowProgress,
     StateLedger,
     StateTable,
+    parse_payload,
 )
 from isokron.errors import NotFoundError, SubstrateError
 from isokron.substrate.chain_export import (
@@ -153,10 +153,7 @@ def _parsed(text: str | None, erased: bool) -> Any:
     tombstone's fixed form (the chain check reports the payload itself)."""
     if text is None:
         return {} if erased else None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
+    return parse_payload(text)
 
 
 def state_findings(
