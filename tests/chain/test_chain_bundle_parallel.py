@@ -5,6 +5,7 @@ and the state check, or replaced at its path, is never accepted on the first rea
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from test_chain_bundle import TENANT, bundle_chain
 from test_chain_bundle_v3 import TAMPERS, _write
 
-from isokron.chain import ChainRecord, bundle_parallel, verify_bundle
+from isokron.chain import ChainRecord, bundle_parallel, range_worker, verify_bundle
 from isokron.chain.bundle_parallel import ChainHead
 from isokron.errors import ChainError
 
@@ -249,3 +250,17 @@ def test_a_worker_that_fails_makes_the_walk_sequential(
     assert parallel.results == []  # the parallel check raised
     assert {p.kind for p in report.problems} == {"payload_mismatch"}
     assert "[isokron.chain.bundle.parallel] walking on one process" in caplog.text
+
+
+def test_a_worker_result_round_trips_and_a_short_one_is_refused() -> None:
+    """A range's result, with its state items in binary after the JSON line, reads back as it
+    was written; a result cut short in its items is refused, not read as fewer items."""
+    items = tuple((offset, bytes([offset % 256]) * 32) for offset in (0, 1_234, 1 << 40))
+    result = range_worker.RangeCheck(True, 3, b"\x01" * 73, 9, b"\x02" * 32, 777, items)
+    stream = io.BytesIO(range_worker.encode_result(result) * 2)
+    assert range_worker.read_result(stream) == result
+    assert range_worker.read_result(stream) == result
+    assert range_worker.read_result(stream) is None
+    cut = range_worker.encode_result(result)[:-1]
+    with pytest.raises(ValueError, match="bytes of state items"):
+        range_worker.read_result(io.BytesIO(cut))

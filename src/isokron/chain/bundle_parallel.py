@@ -199,13 +199,13 @@ class _Workers:
         for i in range(len(self._ranges)):
             proc = self._procs[i % n]
             assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line:
-                raise WorkerError(f"a worker process ended early (status {proc.wait()})")
             try:
-                yield range_worker.decode_result(line)
+                result = range_worker.read_result(proc.stdout)
             except (ValueError, TypeError) as exc:
                 raise WorkerError(f"a worker process answered something else: {exc}") from None
+            if result is None:
+                raise WorkerError(f"a worker process ended early (status {proc.wait()})")
+            yield result
 
     def close(self) -> None:
         """Stop the workers (those still running have nothing left to give)."""

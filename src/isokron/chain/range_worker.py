@@ -9,7 +9,7 @@ and imported by :mod:`isokron.chain.bundle_v3`. Its other half is
 they proved.
 
 Protocol (stdin, then stdout): a JSON job line, then one ``START END`` line per range; one
-JSON result line per range, in order (see :func:`encode_result`).
+result per range, in order (see :func:`encode_result`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -33,6 +32,10 @@ DIGEST = hashlib.sha256().digest_size
 #: Bytes of a hash input besides the event type's UTF-8 bytes.
 FIXED_INPUT_BYTES = TYPE + DIGEST
 INT64 = struct.Struct(">q")
+INT32 = struct.Struct(">I")
+#: A state item of a result: its line's file offset and stored hash.
+STATE_ITEM = struct.Struct(">q32s")
+_BRACE = ord("{")
 
 
 def carries_state(inp: bytes, payload: bytes, erasure_type: bytes) -> bool:
@@ -106,24 +109,14 @@ def file_identity(fd: int) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _lines(job: Job, start: int, end: int) -> Iterator[tuple[int, bytes]] | None:
-    """(offset, line without its line break) of each line starting in [start, end); None if
-    the path is no longer the file the job names."""
+def _read_range(job: Job, start: int, end: int) -> bytes | None:
+    """The bytes [start, end) of the job's file; None if the path is no longer the file the
+    job names."""
     with open(job.path, "rb") as fh:
         if file_identity(fh.fileno()) != job.identity:
             return None
         fh.seek(start)
-        data = fh.read(end - start)
-    return _split(data, start)
-
-
-def _split(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
-    pos = 0
-    for line in data.split(b"\n"):
-        if pos >= len(data):
-            return
-        yield start + pos, line
-        pos += len(line) + 1
+        return fh.read(end - start)
 
 
 def check_range(job: Job, start: int, end: int) -> RangeCheck:
@@ -131,49 +124,78 @@ def check_range(job: Job, start: int, end: int) -> RangeCheck:
     starting in [start, end).
 
     The first line's link is not checked here (it depends on the range before); every other
-    line must link to the line before it. Stops at the first state line (``{``).
+    line must link to the line before it. Stops at the first state line (``{``). The range is
+    read at once and each line's fields are found in it by offset: only the two hex fields are
+    copied (to be un-hexed), the payload is hashed and searched where it lies.
     """
-    sha256, unhex, from_bytes, pack = hashlib.sha256, binascii.unhexlify, int.from_bytes, INT64.pack
-    prefix, tenant, erasure = job.prefix, job.tenant, job.erasure_type
+    data = _read_range(job, start, end)
+    if data is None:
+        return RangeCheck(False, 0, b"", 0, b"", None)
+    sha256, unhex, find, view = hashlib.sha256, binascii.unhexlify, data.find, memoryview(data)
+    seq_at, type_len_at, pack = INT64.unpack_from, INT32.unpack_from, INT64.pack
+    prefix, tenant, erasure, check_payloads = (
+        job.prefix,
+        job.tenant,
+        job.erasure_type,
+        job.check_payloads,
+    )
     count, first_start, seq, head, expect = 0, b"", 0, b"", b""
     items: list[tuple[int, bytes]] = []
-    lines = _lines(job, start, end)
-    if lines is None:
-        return RangeCheck(False, 0, b"", 0, b"", None)
-    for offset, line in lines:
-        if line[:1] == b"{":
-            return RangeCheck(True, count, first_start, seq, head, offset, tuple(items))
+    pos, size = 0, len(data)
+    while pos < size:
+        nl = find(b"\n", pos)
+        if nl < 0:
+            nl = size
+        if data[pos] == _BRACE:
+            return RangeCheck(True, count, first_start, seq, head, start + pos, tuple(items))
+        tab = find(b"\t", pos, nl)
+        tab2 = find(b"\t", tab + 1, nl) if tab >= 0 else -1
+        if tab2 < 0:
+            return RangeCheck(False, count, first_start, seq, head, None)
         try:
-            hex_input, hex_this, payload = line.split(b"\t", 2)
-            inp, this = unhex(hex_input), unhex(hex_this)
+            inp, this = unhex(data[pos:tab]), unhex(data[tab + 1 : tab2])
         except (ValueError, binascii.Error):
             return RangeCheck(False, count, first_start, seq, head, None)
-        n = len(inp)
+        n, erased = len(inp), tab2 + 1 == nl
         if count == 0 and n >= EVENT:
             expect = inp[:EVENT]
             if expect[:PREV] != prefix or expect[TENANT:SEQ] != tenant:
                 expect = b""
         if not (
-            sha256(inp).digest() == this
+            n >= TYPE
+            and sha256(inp).digest() == this
             and inp[:EVENT] == expect
-            and n == FIXED_INPUT_BYTES + from_bytes(inp[TYPE_LEN:TYPE], "big")
-            and (not payload or not job.check_payloads or sha256(payload).digest() == inp[-DIGEST:])
+            and n == FIXED_INPUT_BYTES + type_len_at(inp, TYPE_LEN)[0]
+            and (
+                erased
+                or not check_payloads
+                or sha256(view[tab2 + 1 : nl]).digest() == inp[-DIGEST:]
+            )
         ):
             return RangeCheck(False, count, first_start, seq, head, None)
         if count == 0:
             first_start = expect
-        seq, head, count = INT64.unpack(inp[SEQ:EVENT])[0], this, count + 1
-        if carries_state(inp, payload, erasure):
-            items.append((offset, this))
+        seq, head, count = seq_at(inp, SEQ)[0], this, count + 1
+        # carries_state(), searched in place.
+        if (
+            erased
+            or find(b"state", tab2 + 1, nl) >= 0
+            or find(b"\\u", tab2 + 1, nl) >= 0
+            or inp[TYPE:-DIGEST] == erasure
+        ):
+            items.append((start + pos, this))
         try:
             expect = prefix + this + tenant + pack(seq + 1)
         except struct.error:  # no event can follow the largest seq
             expect = b"\xff"
+        pos = nl + 1
     return RangeCheck(True, count, first_start, seq, head, None, tuple(items))
 
 
 def encode_result(result: RangeCheck) -> bytes:
-    """One result as a JSON line (bytes in hex)."""
+    """One result: a JSON line (bytes in hex) ending with the number of state items, then
+    each item as :data:`STATE_ITEM` (a range may name thousands: binary is a third of the
+    bytes of hex in JSON and unpacks at once)."""
     fields: list[Any] = [
         result.ok,
         result.count,
@@ -181,14 +203,23 @@ def encode_result(result: RangeCheck) -> bytes:
         result.last_seq,
         result.last_hash.hex(),
         result.events_end,
-        [[offset, digest.hex()] for offset, digest in result.state_items],
+        len(result.state_items),
     ]
-    return json.dumps(fields).encode("ascii") + b"\n"
+    items = b"".join(STATE_ITEM.pack(offset, digest) for offset, digest in result.state_items)
+    return json.dumps(fields).encode("ascii") + b"\n" + items
 
 
-def decode_result(line: bytes) -> RangeCheck:
-    """A result line back; ValueError or TypeError if it is not one."""
-    ok, count, first, seq, last, end, items = json.loads(line)
+def read_result(stream: IO[bytes]) -> RangeCheck | None:
+    """The next result from ``stream``; None at its end, ValueError or TypeError if what it
+    holds is not a result."""
+    line = stream.readline()
+    if not line:
+        return None
+    ok, count, first, seq, last, end, n = json.loads(line)
+    size = STATE_ITEM.size * int(n)
+    blob = stream.read(size)
+    if len(blob) != size:
+        raise ValueError(f"{len(blob)} bytes of state items where {size} were announced")
     return RangeCheck(
         bool(ok),
         int(count),
@@ -196,12 +227,12 @@ def decode_result(line: bytes) -> RangeCheck:
         int(seq),
         bytes.fromhex(last),
         None if end is None else int(end),
-        tuple((int(offset), bytes.fromhex(digest)) for offset, digest in items),
+        tuple(STATE_ITEM.iter_unpack(blob)),
     )
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """A worker: the job line, then one range per line; one result line per range."""
+    """A worker: the job line, then one range per line; one result per range."""
     job = Job.from_json(stdin.readline())
     for line in stdin:
         lo, hi = (int(x) for x in line.split())
