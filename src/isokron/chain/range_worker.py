@@ -38,11 +38,19 @@ STATE_ITEM = struct.Struct(">q32s")
 _BRACE = ord("{")
 
 
-def carries_state(inp: bytes, payload: bytes, erasure_type: bytes) -> bool:
+def carries_state(
+    inp: bytes, text: bytes, erasure_type: bytes, start: int = 0, end: int | None = None
+) -> bool:
     """Whether an event's row records (or its erasure) go to the state ledger: a payload that
-    may hold ``state`` (possibly spelled with escapes), none (erased), or an erasure event."""
+    may hold ``state`` (possibly spelled with escapes), none (erased), or an erasure event.
+
+    The payload is ``text[start:end]``, searched where it lies (a worker's range holds many)."""
+    stop = len(text) if end is None else end
     return (
-        not payload or b"state" in payload or b"\\u" in payload or inp[TYPE:-DIGEST] == erasure_type
+        start >= stop
+        or text.find(b"state", start, stop) >= 0
+        or text.find(b"\\u", start, stop) >= 0
+        or inp[TYPE:-DIGEST] == erasure_type
     )
 
 
@@ -176,13 +184,7 @@ def check_range(job: Job, start: int, end: int) -> RangeCheck:
         if count == 0:
             first_start = expect
         seq, head, count = seq_at(inp, SEQ)[0], this, count + 1
-        # carries_state(), searched in place.
-        if (
-            erased
-            or find(b"state", tab2 + 1, nl) >= 0
-            or find(b"\\u", tab2 + 1, nl) >= 0
-            or inp[TYPE:-DIGEST] == erasure
-        ):
+        if carries_state(inp, data, erasure, tab2 + 1, nl):
             items.append((start + pos, this))
         try:
             expect = prefix + this + tenant + pack(seq + 1)
